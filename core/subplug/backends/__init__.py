@@ -1,0 +1,1 @@
+"""Model backends shipped with subplug (each one is a plugin module)."""

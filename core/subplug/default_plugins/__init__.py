@@ -1,0 +1,1 @@
+"""The core's default plugins: registered exactly like third-party ones."""

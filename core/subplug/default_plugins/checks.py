@@ -1,0 +1,160 @@
+"""The core's ``subplug doctor`` checks: Python, torch and devices, PyAV and codecs,
+ffmpeg, speech detection, the model cache and its free disk, and loaded plugins."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import shutil
+import sys
+from typing import Callable
+
+from subplug.hookspecs import hookimpl
+from subplug.types import CheckResult, CheckStatus, DoctorCheck
+
+OK, WARN, FAIL, SKIP = CheckStatus.OK, CheckStatus.WARN, CheckStatus.FAIL, CheckStatus.SKIP
+GIB = 1024**3
+#: Disk the default model needs in the cache (E2B base in bf16 + adapter), with margin.
+MODEL_DISK_BYTES = 12 * GIB
+AUDIO_DECODERS = ("aac", "mp3", "opus", "vorbis", "flac", "pcm_s16le", "ac3", "alac")
+
+
+def check_python() -> CheckResult:
+    version = ".".join(map(str, sys.version_info[:3]))
+    if sys.version_info < (3, 10):
+        return CheckResult(FAIL, f"Python {version}", "subplug needs Python 3.10 or newer.")
+    return CheckResult(OK, f"Python {version} ({sys.executable})")
+
+
+def check_torch() -> CheckResult:
+    try:
+        import torch
+    except ImportError as exc:
+        return CheckResult(FAIL, f"torch cannot be imported: {exc}",
+                           "pip install torch (CPU: pip install torch==2.13.0)")
+    build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU build"
+    return CheckResult(OK, f"torch {torch.__version__} ({build}), {torch.get_num_threads()} threads",
+                       details={"version": torch.__version__, "cuda": torch.version.cuda})
+
+
+def check_devices() -> CheckResult:
+    try:
+        import torch
+    except ImportError:
+        return CheckResult(SKIP, "torch missing")
+    devices = []
+    if torch.cuda.is_available():
+        for index in range(torch.cuda.device_count()):
+            free, total = torch.cuda.mem_get_info(index)
+            name = torch.cuda.get_device_name(index)
+            devices.append(
+                {"device": f"cuda:{index}", "name": name, "free_gib": round(free / GIB, 1),
+                 "total_gib": round(total / GIB, 1)}
+            )
+        text = "; ".join(f"{d['device']} {d['name']} {d['free_gib']}/{d['total_gib']} GiB free"
+                         for d in devices)
+        return CheckResult(OK, text, details={"devices": devices})
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return CheckResult(OK, "Apple GPU (mps) available", details={"devices": [{"device": "mps"}]})
+    return CheckResult(
+        WARN,
+        "no GPU found: the model runs on the CPU (several times slower than real time)",
+        "With an NVIDIA GPU, install a CUDA build of torch (see pytorch.org).",
+        details={"devices": [{"device": "cpu"}]},
+    )
+
+
+def check_pyav() -> CheckResult:
+    try:
+        import av
+        from av.codec import Codec
+    except ImportError as exc:
+        return CheckResult(FAIL, f"PyAV cannot be imported: {exc}", "pip install av")
+    missing = []
+    for name in AUDIO_DECODERS:
+        try:
+            Codec(name, "r")
+        except Exception:
+            missing.append(name)
+    libs = av.library_versions.get("libavcodec", ())
+    summary = f"PyAV {av.__version__}, libavcodec {'.'.join(map(str, libs))}"
+    if missing:
+        return CheckResult(WARN, f"{summary}; missing decoders: {', '.join(missing)}",
+                           "Reinstall PyAV from PyPI (its wheels include these codecs).")
+    return CheckResult(OK, f"{summary}; decoders: {', '.join(AUDIO_DECODERS)}")
+
+
+def check_ffmpeg() -> CheckResult:
+    path = shutil.which("ffmpeg")
+    if path is None:
+        return CheckResult(WARN, "ffmpeg not found (subplug decodes with PyAV and does not need it)",
+                           "Install ffmpeg for the Kdenlive/OBS tools and the benchmarks.")
+    return CheckResult(OK, f"ffmpeg at {path}")
+
+
+def check_vad() -> CheckResult:
+    try:
+        importlib.metadata.version("silero-vad")
+        from subplug import segment
+
+        segment.load_vad()
+    except Exception as exc:
+        return CheckResult(FAIL, f"speech detection (silero-vad) unavailable: {exc}",
+                           "pip install silero-vad")
+    return CheckResult(OK, f"silero-vad {importlib.metadata.version('silero-vad')} loads")
+
+
+def check_cache() -> CheckResult:
+    from subplug import cache
+
+    home = cache.subplug_home()
+    probe = home
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    details = {"path": str(home), "free_gib": round(free / GIB, 1)}
+    text = f"{home} ({free / GIB:.1f} GiB free)"
+    if free < MODEL_DISK_BYTES:
+        return CheckResult(WARN, text, "The default model needs about 12 GiB in the cache; "
+                           "set SUBPLUG_HOME to a bigger disk.", details=details)
+    return CheckResult(OK, text, details=details)
+
+
+def check_models() -> CheckResult:
+    from subplug import cache
+
+    entries = [e for e in cache.list_models() if e.complete]
+    names = ", ".join(e.name for e in entries)
+    if not entries:
+        return CheckResult(
+            WARN, "no model in the cache yet",
+            "subplug models pull (with internet) or subplug models import PATH (offline).",
+        )
+    return CheckResult(OK, f"models: {names}", details={"models": [e.name for e in entries]})
+
+
+def check_plugins() -> CheckResult:
+    from subplug import plugins
+
+    loaded = plugins.loaded_plugins()
+    names = ", ".join(p["name"].rsplit(".", 1)[-1] for p in loaded)
+    return CheckResult(OK, f"{len(loaded)} plugins: {names}", details={"plugins": loaded})
+
+
+CORE_CHECKS: tuple[tuple[str, str, Callable[[], CheckResult]], ...] = (
+    ("python", "system", check_python),
+    ("torch", "system", check_torch),
+    ("devices", "system", check_devices),
+    ("pyav", "media", check_pyav),
+    ("ffmpeg", "media", check_ffmpeg),
+    ("speech-detection", "media", check_vad),
+    ("cache", "models", check_cache),
+    ("models", "models", check_models),
+    ("plugins", "plugins", check_plugins),
+)
+
+
+@hookimpl
+def subplug_doctor_checks(register: Callable[[DoctorCheck], None]) -> None:
+    for name, group, run in CORE_CHECKS:
+        register(DoctorCheck(name, run, group))

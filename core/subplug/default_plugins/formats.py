@@ -1,0 +1,3 @@
+"""Default formats plugin."""
+
+from __future__ import annotations

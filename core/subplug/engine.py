@@ -1,0 +1,397 @@
+"""``Engine.generate(media, options) -> Tracks``: the whole pipeline for one file.
+
+decode (PyAV) → speech regions (silero-vad) → chunk plan (≤ 30 s, cut at pauses) →
+backend (batched, journaled) → parse → cue shaping → writers. Progress and lifecycle
+events go to ``subplug_job_event`` implementations (or a callable given to the engine).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from subplug import __version__, plugins, prompts
+from subplug.errors import Cancelled, SubplugError
+from subplug.journal import Journal, JournalEntry, journal_key, media_fingerprint
+from subplug.types import (
+    LANGUAGES,
+    SAMPLE_RATE,
+    AudioChunk,
+    Backend,
+    BackendRequest,
+    ChunkSpan,
+    GenerateOptions,
+    JobEvent,
+    SubtitleFormat,
+    Task,
+    Track,
+    Tracks,
+    Transcript,
+)
+
+SOURCES = ("auto", "en", "mn")
+#: Chunks sent to the backend per call (and journaled together).
+DEFAULT_GROUP = 8
+
+EventSink = Callable[[JobEvent], None]
+
+
+@dataclass(frozen=True)
+class PlannedOutput:
+    """One file ``write`` will produce."""
+
+    path: Path
+    format: SubtitleFormat
+    langs: tuple[str, ...]
+
+
+def validate(options: GenerateOptions) -> GenerateOptions:
+    """Check options before any media or model is touched; return them normalised."""
+    if options.source not in SOURCES:
+        raise SubplugError(
+            "bad-source",
+            f"Unknown source language {options.source!r}.",
+            f"Use one of: {', '.join(SOURCES)}.",
+        )
+    targets = tuple(dict.fromkeys(t.strip().lower() for t in options.targets if t.strip()))
+    unknown = [t for t in targets if t not in LANGUAGES]
+    if unknown or not targets:
+        raise SubplugError(
+            "bad-targets",
+            f"Unknown target language(s): {', '.join(unknown) or '(none given)'}.",
+            "Targets are a comma-separated list of: en, mn (for example --targets en,mn).",
+        )
+    fmts = tuple(dict.fromkeys(f.strip().lower() for f in options.formats if f.strip()))
+    known = plugins.formats()
+    bad = [f for f in fmts if f not in known]
+    if bad or not fmts:
+        raise SubplugError(
+            "bad-format",
+            f"Unknown subtitle format(s): {', '.join(bad) or '(none given)'}.",
+            f"Formats are a comma-separated list of: {', '.join(sorted(known))}.",
+        )
+    if not 1.0 <= options.max_chunk <= 30.0:
+        raise SubplugError(
+            "bad-chunk-length",
+            f"Chunk length {options.max_chunk:g} s is outside 1–30 s.",
+            "Gemma 3n reads at most 30 s of audio at a time.",
+        )
+    if options.audio_stream is not None and options.audio_stream < 0:
+        raise SubplugError("bad-audio-stream", "--audio-stream must be 0 or more.")
+    if options.backend not in plugins.backends():
+        raise SubplugError(
+            "unknown-backend",
+            f"No backend named {options.backend!r} is installed.",
+            f"Installed backends: {', '.join(sorted(plugins.backends())) or 'none'}.",
+        )
+    return replace(options, targets=targets, formats=fmts)
+
+
+def planned_outputs(media: Path, options: GenerateOptions) -> list[PlannedOutput]:
+    """The files ``write`` will produce for ``media``, in a stable order."""
+    from subplug import formats as formats_module
+
+    known = plugins.formats()
+    result = []
+    for name in options.formats:
+        fmt = known[name]
+        groups = [options.targets] if fmt.bilingual else [(lang,) for lang in options.targets]
+        for langs in groups:
+            path = formats_module.output_path(media, options.out_dir, fmt, langs)
+            result.append(PlannedOutput(path, fmt, tuple(langs)))
+    return result
+
+
+class Engine:
+    """Turns media files into subtitle tracks. One engine keeps one loaded backend.
+
+    ``events`` receives every :class:`JobEvent`; by default they go to the
+    ``subplug_job_event`` hook. ``backend`` injects an already-loaded backend.
+    """
+
+    def __init__(self, *, events: EventSink | None = None, backend: Backend | None = None) -> None:
+        self._emit_to = events or plugins.job_event
+        self._backend = backend
+        self._backend_key: tuple[Any, ...] | None = None if backend is None else ("given",)
+        self._started = time.monotonic()
+        self._job: dict[str, Any] = {"files": 1, "index": 0}
+        self._journals: dict[Path, Journal] = {}
+
+    # ----------------------------------------------------------------- events
+
+    def emit(self, kind: str, media: Path | None = None, **data: Any) -> None:
+        data.setdefault("time", round(time.monotonic() - self._started, 3))
+        self._emit_to(JobEvent(kind, media, data))
+
+    # ---------------------------------------------------------------- backend
+
+    def backend(self, options: GenerateOptions) -> Backend:
+        """The loaded backend for ``options`` (loaded on first use, then kept)."""
+        key = (options.backend, options.backend_options)
+        if self._backend is not None and self._backend_key in (key, ("given",)):
+            return self._backend
+        self.close()
+        factory = plugins.backends()[options.backend]
+        self.emit("stage", None, stage="model-load", backend=options.backend)
+        self._backend = factory(options.backend_options)
+        self._backend_key = key
+        return self._backend
+
+    def close(self) -> None:
+        """Release the backend."""
+        if self._backend is not None and self._backend_key != ("given",):
+            self._backend.close()
+            self._backend = None
+            self._backend_key = None
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- running
+
+    def run(self, media_files: Sequence[Path], options: GenerateOptions) -> list[Tracks | None]:
+        """Generate and write subtitles for each file; a failing file does not stop the
+        others (its error is reported as a ``file-error`` event). Returns one entry per
+        file: the written tracks, or ``None`` for a failure."""
+        options = validate(options)
+        self._started = time.monotonic()
+        self.emit("job-start", None, files=[str(m) for m in media_files], version=__version__)
+        results: list[Tracks | None] = []
+        failed = 0
+        for index, media in enumerate(media_files):
+            self._job = {"files": len(media_files), "index": index}
+            self.emit("file-start", media, index=index, total_files=len(media_files))
+            try:
+                tracks = self.write(self.generate(media, options), options)
+            except SubplugError as error:
+                if isinstance(error, Cancelled):
+                    raise
+                failed += 1
+                results.append(None)
+                self.emit("file-error", media, error=error.to_dict())
+                continue
+            results.append(tracks)
+        exit_code = 0 if not failed else 1
+        self.emit("job-done", None, ok=len(media_files) - failed, failed=failed, exit_code=exit_code)
+        return results
+
+    def generate(self, media: Path, options: GenerateOptions) -> Tracks:
+        """Subtitle tracks for ``media``; writes nothing but the journal."""
+        from subplug import cues, media as media_module, segment
+
+        options = validate(options)
+        media = Path(media)
+        self.check_outputs(media, options)
+        self.emit("stage", media, stage="probe")
+        info = media_module.probe(media)
+        stream = media_module.select_stream(info, options.audio_stream)
+
+        self.emit("stage", media, stage="decode")
+        samples = media_module.load_pcm(
+            media,
+            stream.index,
+            on_progress=lambda done, total: self.emit(
+                "decode-progress", media, seconds=round(done, 2), total=total
+            ),
+        )
+        duration = len(samples) / SAMPLE_RATE
+
+        self.emit("stage", media, stage="vad")
+        regions = segment.speech_regions(samples, threshold=options.vad_threshold)
+        plan = segment.plan_chunks(regions, total=duration, max_chunk=options.max_chunk)
+        warnings: list[str] = []
+        if not plan:
+            message = "No speech found; no subtitles were made."
+            warnings.append(message)
+            self.emit("warning", media, reference="no-speech", message=message)
+
+        journal = self._journal(media, stream.index, options)
+        transcripts = self._transcribe(media, samples, plan, options, journal)
+        tracks = {
+            lang: cues.shape_track(transcripts, lang, options.cues) for lang in options.targets
+        }
+        detected = {t.source_lang for t in transcripts if t.source_lang}
+        return Tracks(
+            media=media,
+            source_lang=detected.pop() if len(detected) == 1 else None,
+            tracks=tracks,
+            transcripts=tuple(transcripts),
+            duration=duration,
+            warnings=tuple(warnings),
+        )
+
+    def check_outputs(self, media: Path, options: GenerateOptions) -> list[PlannedOutput]:
+        """Fail before any work when an output exists (without overwrite) or the output
+        folder cannot be written."""
+        from subplug import formats as formats_module
+
+        outputs = planned_outputs(media, options)
+        formats_module.check_writable([o.path for o in outputs], overwrite=options.overwrite)
+        return outputs
+
+    def write(self, tracks: Tracks, options: GenerateOptions) -> Tracks:
+        """Write the planned files for ``tracks`` atomically; returns them with
+        ``outputs`` filled. Writes nothing when no speech was found."""
+        from subplug import formats as formats_module
+
+        if not any(track.cues for track in tracks.tracks.values()):
+            self.emit("file-done", tracks.media, outputs=[], cues={}, source_lang=None)
+            return tracks
+        self.emit("stage", tracks.media, stage="write")
+        outputs = planned_outputs(tracks.media, options)
+        rendered = [(o.path, o.format.write(tracks, o.langs, options.style)) for o in outputs]
+        written = formats_module.write_files(rendered, overwrite=options.overwrite)
+        done = replace(tracks, outputs=tuple(written))
+        journal = self._journals.pop(tracks.media, None)
+        if journal is not None:
+            journal.remove()
+        self.emit(
+            "file-done",
+            tracks.media,
+            outputs=[
+                {"path": str(o.path), "format": o.format.name, "langs": list(o.langs)}
+                for o in outputs
+            ],
+            cues={lang: len(track.cues) for lang, track in tracks.tracks.items()},
+            source_lang=tracks.source_lang,
+        )
+        return done
+
+    # -------------------------------------------------------------- internals
+
+    def _settings(self, stream: int, options: GenerateOptions) -> dict[str, Any]:
+        return {
+            "stream": stream,
+            "backend": options.backend,
+            "model": options.backend_options.model,
+            "source": options.source,
+            "targets": list(options.targets),
+            "vad": options.vad_threshold,
+            "max_chunk": options.max_chunk,
+        }
+
+    def _journal(self, media: Path, stream: int, options: GenerateOptions) -> Journal | None:
+        if not options.resume:
+            return None
+        from subplug.cache import journal_dir
+
+        key = journal_key(media_fingerprint(media), self._settings(stream, options))
+        journal = Journal.open(journal_dir(), key)
+        self._journals[media] = journal
+        return journal
+
+    def _transcribe(
+        self,
+        media: Path,
+        samples: Any,
+        plan: Sequence[ChunkSpan],
+        options: GenerateOptions,
+        journal: Journal | None,
+    ) -> list[Transcript]:
+        done = journal.load() if journal is not None else {}
+        results: dict[int, Transcript] = {}
+        for span in plan:
+            entry = done.get(span.index)
+            if entry is not None and entry.matches(span):
+                results[span.index] = Transcript(span, entry.source_lang, entry.texts, entry.raw)
+        resumed = len(results)
+        todo = [span for span in plan if span.index not in results]
+        self._progress(media, len(results), len(plan), resumed)
+        if todo:
+            self.emit("stage", media, stage="transcribe", chunks=len(todo), resumed=resumed)
+            backend = self.backend(options)
+            group = options.backend_options.batch_size or DEFAULT_GROUP
+            try:
+                for batch in _batches(todo, group):
+                    chunks = [_chunk(samples, span) for span in batch]
+                    new = self._run_batch(backend, chunks, options)
+                    if journal is not None:
+                        journal.append(
+                            (t.chunk, JournalEntry(t.chunk.start, t.chunk.end, t.source_lang,
+                                                   t.texts, t.raw))
+                            for t in new
+                        )
+                    for transcript in new:
+                        results[transcript.chunk.index] = transcript
+                    self._progress(media, len(results), len(plan), resumed)
+            except KeyboardInterrupt:
+                raise Cancelled(
+                    f"Interrupted after {len(results)} of {len(plan)} chunks; "
+                    "finished chunks are kept."
+                ) from None
+        return [results[span.index] for span in plan]
+
+    def _run_batch(
+        self, backend: Backend, chunks: Sequence[AudioChunk], options: GenerateOptions
+    ) -> list[Transcript]:
+        first = [_request(chunk, *prompts.first_request(options.source, options.targets))
+                 for chunk in chunks]
+        answers = backend.generate(first)
+        parsed: list[tuple[str | None, dict[str, str], list[str]]] = []
+        followups: list[tuple[int, BackendRequest]] = []
+        for i, (request, answer) in enumerate(zip(first, answers)):
+            texts = prompts.parse_output(answer, request.task, request.source)
+            source = request.source
+            if source is None:
+                source = prompts.detect_language(" ".join(texts.values()))
+                texts = {source: " ".join(texts.values())} if source and texts else texts
+            parsed.append((source, dict(texts), [answer]))
+            missing = [t for t in options.targets if t not in texts]
+            if source and missing and texts.get(source):
+                step = prompts.followup_request(source, options.targets)
+                if step is not None:
+                    followups.append((i, _request(chunks[i], *step)))
+        if followups:
+            more = backend.generate([request for _, request in followups])
+            for (i, request), answer in zip(followups, more):
+                source, texts, raw = parsed[i]
+                for lang, text in prompts.parse_output(answer, request.task, source).items():
+                    texts.setdefault(lang, text)
+                raw.append(answer)
+        return [
+            Transcript(chunk.span, source, texts, tuple(raw))
+            for chunk, (source, texts, raw) in zip(chunks, parsed)
+        ]
+
+    def _progress(self, media: Path, done: int, total: int, resumed: int) -> None:
+        files, index = self._job["files"], self._job["index"]
+        fraction = (index + (done / total if total else 1.0)) / max(files, 1)
+        self.emit(
+            "progress", media, done=done, total=total, percent=round(100 * fraction, 1),
+            resumed=resumed,
+        )
+
+
+def _request(chunk: AudioChunk, task: Task, instruction: str, source: str | None) -> BackendRequest:
+    return BackendRequest(
+        chunk=chunk,
+        instruction=instruction,
+        task=task,
+        source=source,
+        max_new_tokens=prompts.max_new_tokens_for(chunk.duration, task),
+    )
+
+
+def _chunk(samples: Any, span: ChunkSpan) -> AudioChunk:
+    start = int(round(span.start * SAMPLE_RATE))
+    end = int(round(span.end * SAMPLE_RATE))
+    return AudioChunk(span, samples[start:end])
+
+
+def _batches(items: Sequence[ChunkSpan], size: int) -> Iterator[Sequence[ChunkSpan]]:
+    for start in range(0, len(items), max(size, 1)):
+        yield items[start : start + size]
+
+
+def generate_files(
+    media: Iterable[Path], options: GenerateOptions, *, events: EventSink | None = None
+) -> list[Tracks | None]:
+    """Convenience: run an engine over files and close it."""
+    with Engine(events=events) as engine:
+        return engine.run(list(media), options)

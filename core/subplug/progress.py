@@ -1,0 +1,154 @@
+"""How job events reach people and programs: a rich progress display, or JSON lines.
+
+Both are ordinary ``subplug_job_event`` implementations; the CLI registers one of them
+for the duration of a command.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from subplug import JSONL_VERSION
+from subplug.errors import SubplugError
+from subplug.hookspecs import hookimpl
+from subplug.types import JobEvent, Tracks
+
+STAGE_LABELS = {
+    "probe": "reading",
+    "decode": "decoding audio",
+    "vad": "finding speech",
+    "model-load": "loading model",
+    "transcribe": "transcribing",
+    "write": "writing",
+}
+
+
+def event_to_dict(event: JobEvent) -> dict[str, Any]:
+    """The versioned JSON form of an event (docs/jsonl.md)."""
+    data: dict[str, Any] = {"v": JSONL_VERSION, "event": event.kind}
+    data["time"] = event.data.get("time", 0.0)
+    if event.media is not None or event.kind not in ("job-start", "job-done"):
+        data["media"] = None if event.media is None else str(event.media)
+    for key, value in event.data.items():
+        if key != "time":
+            data[key] = value
+    return data
+
+
+class JsonlEvents:
+    """Writes one JSON object per line for every event (``--jsonl``)."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+
+    def _write(self, data: dict[str, Any]) -> None:
+        self.stream.write(json.dumps(data, ensure_ascii=False, default=str) + "\n")
+        self.stream.flush()
+
+    @hookimpl
+    def subplug_job_event(self, event: JobEvent) -> None:
+        if event.kind == "decode-progress":
+            return
+        self._write(event_to_dict(event))
+
+    def fatal(self, error: SubplugError) -> None:
+        """A usage error before or outside any file: the last line says why."""
+        self._write(
+            {"v": JSONL_VERSION, "event": "job-done", "time": 0.0, "ok": 0, "failed": 0,
+             "exit_code": error.exit_code, "error": error.to_dict()}
+        )
+
+    def close(self) -> None:
+        self.stream.flush()
+
+
+class RichProgress:
+    """A progress bar per file (chunks, elapsed, ETA) on stderr, and a summary."""
+
+    def __init__(self, console: Any = None) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.console = console or Console(stderr=True, highlight=False)
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.fields[name]}[/]"),
+            TextColumn("{task.fields[stage]:<15}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("chunks"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
+        )
+        self.tasks: dict[Path, Any] = {}
+        self.errors: list[tuple[Path | None, dict[str, Any]]] = []
+        self.warnings: list[tuple[Path | None, str]] = []
+        self.started = False
+
+    def _task(self, media: Path) -> Any:
+        if media not in self.tasks:
+            self.tasks[media] = self.progress.add_task(
+                "", total=None, name=_short(media), stage="starting"
+            )
+        return self.tasks[media]
+
+    @hookimpl
+    def subplug_job_event(self, event: JobEvent) -> None:
+        if not self.started:
+            self.progress.start()
+            self.started = True
+        media, data = event.media, event.data
+        if event.kind == "stage" and media is not None:
+            self.progress.update(self._task(media), stage=STAGE_LABELS.get(data["stage"], ""))
+        elif event.kind == "stage" and data.get("stage") == "model-load":
+            for task in self.tasks.values():
+                self.progress.update(task, stage=STAGE_LABELS["model-load"])
+        elif event.kind == "progress" and media is not None:
+            self.progress.update(self._task(media), completed=data["done"], total=data["total"])
+        elif event.kind == "file-done" and media is not None:
+            task = self._task(media)
+            total = self.progress.tasks[task].total or 0
+            self.progress.update(task, stage="done", completed=total, total=total)
+        elif event.kind == "file-error" and media is not None:
+            self.progress.update(self._task(media), stage="[red]failed[/]")
+            self.errors.append((media, data["error"]))
+        elif event.kind == "warning":
+            self.warnings.append((media, data["message"]))
+
+    def close(self) -> None:
+        if self.started:
+            self.progress.stop()
+
+    def summary(self, results: Sequence[Tracks | None]) -> None:
+        """What was written, what was skipped, and what failed, after the bars."""
+        out = self.console
+        for media, message in self.warnings:
+            out.print(f"[yellow]warning:[/] {_short(media) + ': ' if media else ''}{message}")
+        for tracks in results:
+            if tracks is None:
+                continue
+            for path in tracks.outputs:
+                out.print(f"[green]wrote[/] {path}")
+        for media, error in self.errors:
+            out.print(f"[bold red]error:[/] {_short(media)}: {error['message']} "
+                      f"[dim]\\[{error['reference']}][/]")
+            if error.get("hint"):
+                out.print(f"  [bold]hint:[/] {error['hint']}")
+
+
+def _short(media: Path | None) -> str:
+    return "" if media is None else media.name

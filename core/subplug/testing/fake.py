@@ -1,0 +1,112 @@
+"""A deterministic fake backend, registered as a real plugin in tests.
+
+It answers in the exact text formats the trained model uses (so the real parser runs),
+with words derived from the chunk's index and duration: about 2.5 words per second of
+speech, so cue shaping sees realistic amounts of text. Tests that need exact output can
+pass ``script``: a function from (request) to the raw text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from subplug.hookspecs import hookimpl
+from subplug.types import Backend, BackendOptions, BackendRequest, Task
+
+EN_WORDS = (
+    "the quick brown fox jumps over a lazy dog and then runs into the forest "
+    "where birds sing while the river flows past old stones under a bright sky"
+).split()
+MN_WORDS = (
+    "хурдан бор үнэг залхуу нохойн дээгүүр үсэрч дараа нь ой руу гүйнэ "
+    "тэнд шувууд дуулж гол хуучин чулуудын хажуугаар тод тэнгэрийн доор урсана"
+).split()
+
+
+def fake_text(words: Sequence[str], chunk_index: int, seconds: float) -> str:
+    """Deterministic sentence(s) of about 2.5 words per second."""
+    count = max(2, round(seconds * 2.5))
+    picked = [words[(chunk_index * 7 + i) % len(words)] for i in range(count)]
+    # A sentence every ~8 words, so line breaking sees punctuation.
+    out: list[str] = []
+    for i, word in enumerate(picked):
+        if i % 8 == 0:
+            word = word.capitalize()
+        out.append(word + ("." if i % 8 == 7 or i == len(picked) - 1 else ""))
+    return " ".join(out)
+
+
+def fake_answer(request: BackendRequest) -> str:
+    """What the trained model would answer to ``request`` (English audio assumed
+    unless the request says Mongolian)."""
+    span = request.chunk.span
+    speech = sum(r.duration for r in span.regions) or request.chunk.duration
+    en = fake_text(EN_WORDS, span.index, speech)
+    mn = fake_text(MN_WORDS, span.index, speech)
+    source = request.source or "en"
+    if request.task is Task.TRANSCRIBE:
+        return en if source == "en" else mn
+    if request.task is Task.TRANSLATE:
+        return mn if source == "en" else en
+    if source == "en":
+        return f"### English\n\n{en}\n\n---\n\n### Mongolian\n\n{mn}"
+    return f"### Mongolian\n\n{mn}\n\n---\n\n### English\n\n{en}"
+
+
+class FakeBackend:
+    """A :class:`~subplug.types.Backend` that needs no model."""
+
+    name = "fake"
+
+    def __init__(
+        self,
+        options: BackendOptions | None = None,
+        script: Callable[[BackendRequest], str] | None = None,
+    ) -> None:
+        self.options = options or BackendOptions()
+        self.script = script or fake_answer
+        self.calls: list[list[BackendRequest]] = []
+        self.closed = False
+
+    def generate(self, requests: Sequence[BackendRequest]) -> list[str]:
+        self.calls.append(list(requests))
+        return [self.script(request) for request in requests]
+
+    def close(self) -> None:
+        self.closed = True
+
+    def describe(self) -> Mapping[str, Any]:
+        return {"backend": "fake", "model": "fake", "device": "cpu"}
+
+
+class FakeBackendPlugin:
+    """Registers :class:`FakeBackend` as backend ``fake``.
+
+    >>> from subplug import plugins
+    >>> plugins.register(FakeBackendPlugin(), name="fake-backend")  # doctest: +SKIP
+    """
+
+    def __init__(self, script: Callable[[BackendRequest], str] | None = None) -> None:
+        self.script = script
+        self.instances: list[FakeBackend] = []
+
+    @hookimpl
+    def subplug_register_backends(self, register: Callable[[str, Any], None]) -> None:
+        def factory(options: BackendOptions) -> Backend:
+            backend = FakeBackend(options, self.script)
+            self.instances.append(backend)
+            return backend
+
+        register("fake", factory)
+
+
+#: Registering this module (``SUBPLUG_PLUGINS=subplug.testing.fake``) adds backend "fake".
+_module_plugin = FakeBackendPlugin()
+
+
+@hookimpl
+def subplug_register_backends(register: Callable[[str, Any], None]) -> None:
+    """Module-level hook so ``SUBPLUG_PLUGINS=subplug.testing.fake`` works in child
+    processes (the VLC, Kdenlive and OBS tests run ``subplug`` that way)."""
+    _module_plugin.subplug_register_backends(register)

@@ -1,0 +1,359 @@
+"""Data that crosses module boundaries: frozen dataclasses, no dicts.
+
+Times are seconds (float) on the media's clock. Audio is 16 kHz mono float32.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import numpy as np
+
+#: The sample rate every model-facing array uses.
+SAMPLE_RATE = 16_000
+
+#: Languages subplug produces. ISO 639-1 codes.
+LANGUAGES = ("en", "mn")
+
+
+class Task(str, enum.Enum):
+    """What a backend call is asked to produce for one chunk."""
+
+    TRANSCRIBE = "transcribe"  # source text only, language unknown (instruction 1)
+    TRANSLATE = "translate"  # the other language only (instructions 6, 7)
+    BOTH = "both"  # source text, then translation (instructions 8, 9)
+
+
+# --------------------------------------------------------------------------- media
+
+
+@dataclass(frozen=True)
+class AudioStreamInfo:
+    """One audio stream of a media file, as probed."""
+
+    index: int
+    """Position among the file's *audio* streams (what ``--audio-stream`` takes)."""
+    codec: str
+    sample_rate: int
+    channels: int
+    layout: str
+    language: str | None
+    title: str | None
+    default: bool
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What :func:`subplug.media.probe` learned about a file."""
+
+    path: Path
+    container: str
+    duration: float | None
+    """Seconds; ``None`` when the container does not say."""
+    audio_streams: tuple[AudioStreamInfo, ...]
+    has_video: bool
+    size_bytes: int
+
+
+# ------------------------------------------------------------------ segmentation
+
+
+@dataclass(frozen=True)
+class SpeechRegion:
+    """A stretch of speech found by voice activity detection."""
+
+    start: float
+    end: float
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class ChunkSpan:
+    """One planned model input: ≤ 30 s of audio holding whole speech regions."""
+
+    index: int
+    start: float
+    end: float
+    regions: tuple[SpeechRegion, ...]
+    """The speech regions inside this chunk (clipped to it), in order."""
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+@dataclass(frozen=True, eq=False)
+class AudioChunk:
+    """A planned chunk with its samples (16 kHz mono float32)."""
+
+    span: ChunkSpan
+    samples: np.ndarray = field(repr=False)
+
+    @property
+    def index(self) -> int:
+        return self.span.index
+
+    @property
+    def duration(self) -> float:
+        return len(self.samples) / SAMPLE_RATE
+
+
+# ---------------------------------------------------------------------- backends
+
+
+@dataclass(frozen=True, eq=False)
+class BackendRequest:
+    """One item of a batched backend call."""
+
+    chunk: AudioChunk
+    instruction: str
+    """The exact training instruction (one of :data:`subplug.prompts.INSTRUCTIONS`)."""
+    task: Task
+    source: str | None
+    """Source language when known (``en``/``mn``), ``None`` for language detection."""
+    max_new_tokens: int
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A loaded model. Made by a factory registered with ``subplug_register_backends``."""
+
+    name: str
+
+    def generate(self, requests: Sequence[BackendRequest]) -> list[str]:
+        """Return the raw model text for each request, in request order.
+
+        Backends batch internally as they see fit and must never drop a request.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release memory (GPU, threads). Safe to call twice."""
+        ...
+
+    def describe(self) -> Mapping[str, Any]:
+        """Facts for logs and the journal key: model id, revision, device, dtype…"""
+        ...
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """What a backend factory receives. Validated before any model is touched."""
+
+    model: str | None = None
+    """Model cache name or a folder path; ``None`` means the backend's default."""
+    device: str = "auto"
+    """``auto``, ``cuda``, ``cuda:N``, ``mps`` or ``cpu``."""
+    dtype: str = "auto"
+    batch_size: int | None = None
+    """``None``: chosen from free memory."""
+    merge_adapter: bool = True
+    threads: int | None = None
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+BackendFactory = Callable[[BackendOptions], Backend]
+
+
+# -------------------------------------------------------------------- transcripts
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """Parsed model output for one chunk."""
+
+    chunk: ChunkSpan
+    source_lang: str | None
+    texts: Mapping[str, str]
+    """Language code → text. Missing language: absent key."""
+    raw: tuple[str, ...] = ()
+    """The raw model outputs this came from (for the journal and debugging)."""
+
+
+# ----------------------------------------------------------------------------- cues
+
+
+@dataclass(frozen=True)
+class Cue:
+    """One subtitle: a time span and up to ``max_lines`` lines of text."""
+
+    start: float
+    end: float
+    lines: tuple[str, ...]
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class Track:
+    """All cues of one language."""
+
+    lang: str
+    cues: tuple[Cue, ...]
+
+
+@dataclass(frozen=True)
+class Tracks:
+    """The result of generating subtitles for one media file."""
+
+    media: Path
+    source_lang: str | None
+    """``en``/``mn`` when the whole file had one detected/declared source, else ``None``."""
+    tracks: Mapping[str, Track]
+    transcripts: tuple[Transcript, ...] = ()
+    duration: float | None = None
+    warnings: tuple[str, ...] = ()
+    outputs: tuple[Path, ...] = ()
+    """Files written (filled in by :meth:`subplug.engine.Engine.write`)."""
+
+
+@dataclass(frozen=True)
+class CueOptions:
+    """Subtitle conventions (REFERENCE.md §3). Defaults follow Netflix English."""
+
+    max_chars: Mapping[str, int] = field(default_factory=lambda: {"en": 42, "mn": 42})
+    """Characters per line, per language."""
+    max_lines: int = 2
+    max_cps: float = 17.0
+    """Characters per second to aim for (reading speed), where timing allows."""
+    min_duration: float = 5 / 6
+    max_duration: float = 7.0
+    min_gap: float = 0.084
+    """Two frames at 24 fps."""
+    max_lead: float = 0.5
+    """How far a cue may start before, or linger after, its speech to meet the rules."""
+
+
+@dataclass(frozen=True)
+class StyleOptions:
+    """How the bilingual ASS places the two languages."""
+
+    bottom: str = "mn"
+    """Language shown at the bottom (the other goes above it)."""
+    font: str = "DejaVu Sans"
+    font_size: int = 52
+    second_font_size: int = 44
+    play_res: tuple[int, int] = (1920, 1080)
+
+
+@dataclass(frozen=True)
+class GenerateOptions:
+    """Everything ``subplug generate`` can be told. Validated by :func:`validate`."""
+
+    source: str = "auto"
+    """``auto``, ``en`` or ``mn``."""
+    targets: tuple[str, ...] = ("en", "mn")
+    formats: tuple[str, ...] = ("ass", "srt")
+    out_dir: Path | None = None
+    """``None``: next to the media."""
+    overwrite: bool = False
+    audio_stream: int | None = None
+    backend: str = "gemma3n"
+    backend_options: BackendOptions = field(default_factory=BackendOptions)
+    cues: CueOptions = field(default_factory=CueOptions)
+    style: StyleOptions = field(default_factory=StyleOptions)
+    max_chunk: float = 30.0
+    resume: bool = True
+    """Reuse journaled chunk results from an earlier, interrupted run."""
+    vad_threshold: float = 0.5
+
+
+# --------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """A progress or lifecycle event, sent to every ``subplug_job_event`` hook.
+
+    ``kind`` is one of: ``job-start``, ``file-start``, ``stage`` (``data["stage"]`` is
+    ``decode``/``vad``/``model-load``/``transcribe``/``write``), ``progress``
+    (``done``/``total`` chunks), ``warning``, ``file-done`` (``outputs``), ``file-error``,
+    ``job-done``. Documented in docs/jsonl.md.
+    """
+
+    kind: str
+    media: Path | None = None
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------- extensions
+
+
+@dataclass(frozen=True)
+class SubtitleFormat:
+    """A subtitle writer registered with ``subplug_register_formats``."""
+
+    name: str
+    """``ass``, ``srt``, ``vtt``…"""
+    bilingual: bool
+    """True: one file holds every track (``NAME.en-mn.ass``). False: a file per language."""
+    write: Callable[[Tracks, Sequence[str], StyleOptions], str]
+    """Render the given languages of ``tracks`` to the file's text."""
+    extension: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.extension:
+            object.__setattr__(self, "extension", self.name)
+
+
+class CheckStatus(str, enum.Enum):
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "fail"
+    SKIP = "skip"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """What a doctor check found."""
+
+    status: CheckStatus
+    summary: str
+    hint: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DoctorCheck:
+    """A named check registered with ``subplug_doctor_checks``."""
+
+    name: str
+    run: Callable[[], CheckResult]
+    group: str = "general"
+
+
+@dataclass(frozen=True)
+class HostStatus:
+    """Where a host adapter stands: installed or not, where, which version."""
+
+    installed: bool
+    location: str | None
+    version: str | None
+    message: str
+
+
+@runtime_checkable
+class HostAdapter(Protocol):
+    """A host program subplug can install itself into (``subplug install NAME``)."""
+
+    name: str
+
+    def install(self) -> HostStatus: ...
+
+    def uninstall(self) -> HostStatus: ...
+
+    def status(self) -> HostStatus: ...

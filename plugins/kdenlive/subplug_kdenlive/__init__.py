@@ -1,0 +1,1 @@
+"""subplug_kdenlive: a subplug plugin package."""

@@ -1,0 +1,1 @@
+"""subplug_obs: a subplug plugin package."""

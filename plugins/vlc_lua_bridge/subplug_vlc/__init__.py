@@ -1,0 +1,1 @@
+"""subplug_vlc: a subplug plugin package."""

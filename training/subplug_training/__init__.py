@@ -1,0 +1,1 @@
+"""subplug_training: a subplug plugin package."""
