@@ -64,43 +64,99 @@ def _csv(value: str) -> tuple[str, ...]:
 def _setup_generate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("media", nargs="+", type=Path, metavar="MEDIA", help="audio or video files")
     parser.add_argument(
-        "--source", default="auto", choices=["auto", "en", "mn"],
+        "--source",
+        default="auto",
+        choices=["auto", "en", "mn"],
         help="spoken language; auto detects it per chunk (default: auto)",
     )
     parser.add_argument(
-        "--targets", default="en,mn", type=_csv, metavar="LANGS",
+        "--targets",
+        default="en,mn",
+        type=_csv,
+        metavar="LANGS",
         help="subtitle languages, comma-separated (default: en,mn)",
     )
     parser.add_argument(
-        "--format", dest="formats", default="ass,srt", type=_csv, metavar="FORMATS",
+        "--format",
+        dest="formats",
+        default="ass,srt",
+        type=_csv,
+        metavar="FORMATS",
         help="ass (bilingual), srt, vtt; comma-separated (default: ass,srt)",
     )
-    parser.add_argument("--model", default=None, metavar="NAME|PATH",
-                        help="model cache name or folder (default: gemma3n-en-mn)")
-    parser.add_argument("--backend", default="gemma3n", metavar="NAME",
-                        help="model backend (default: gemma3n)")
-    parser.add_argument("--device", default="auto", metavar="DEVICE",
-                        help="auto, cuda, cuda:N, mps or cpu (default: auto)")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
-                        help="compute precision (default: best for the device)")
-    parser.add_argument("--batch-size", type=int, default=None, metavar="N",
-                        help="chunks per model call (default: from free memory)")
-    parser.add_argument("--no-merge", action="store_true",
-                        help="keep a LoRA adapter unmerged (slower; for comparisons)")
-    parser.add_argument("--out", type=Path, default=None, metavar="DIR",
-                        help="output folder (default: next to each media file)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace existing subtitle files (a .bak copy is kept)")
-    parser.add_argument("--audio-stream", type=int, default=None, metavar="N",
-                        help="audio stream to use, counting audio streams from 0")
-    parser.add_argument("--bottom", choices=["en", "mn"], default="mn",
-                        help="language shown at the bottom in the .ass (default: mn)")
-    parser.add_argument("--max-chars", type=int, default=42, metavar="N",
-                        help="characters per subtitle line (default: 42)")
-    parser.add_argument("--no-resume", action="store_true",
-                        help="ignore results of an earlier interrupted run")
-    parser.add_argument("--jsonl", action="store_true",
-                        help="print JSON lines for programs (docs/jsonl.md) instead of bars")
+    parser.add_argument(
+        "--model",
+        default=None,
+        metavar="NAME|PATH",
+        help="model cache name or folder (default: gemma3n-en-mn)",
+    )
+    parser.add_argument(
+        "--backend", default="gemma3n", metavar="NAME", help="model backend (default: gemma3n)"
+    )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        metavar="DEVICE",
+        help="auto, cuda, cuda:N, mps or cpu (default: auto)",
+    )
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "bf16", "fp16", "fp32"],
+        help="compute precision (default: best for the device)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="chunks per model call (default: from free memory)",
+    )
+    parser.add_argument(
+        "--no-merge",
+        action="store_true",
+        help="keep a LoRA adapter unmerged (slower; for comparisons)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="output folder (default: next to each media file)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing subtitle files (a .bak copy is kept)",
+    )
+    parser.add_argument(
+        "--audio-stream",
+        type=int,
+        default=None,
+        metavar="N",
+        help="audio stream to use, counting audio streams from 0",
+    )
+    parser.add_argument(
+        "--bottom",
+        choices=["en", "mn"],
+        default="mn",
+        help="language shown at the bottom in the .ass (default: mn)",
+    )
+    parser.add_argument(
+        "--max-chars",
+        type=int,
+        default=42,
+        metavar="N",
+        help="characters per subtitle line (default: 42)",
+    )
+    parser.add_argument(
+        "--no-resume", action="store_true", help="ignore results of an earlier interrupted run"
+    )
+    parser.add_argument(
+        "--jsonl",
+        action="store_true",
+        help="print JSON lines for programs (docs/jsonl.md) instead of bars",
+    )
 
 
 def _generate_options(args: argparse.Namespace) -> Any:
@@ -170,8 +226,11 @@ def _run_generate(args: argparse.Namespace) -> int:
 
 
 def _setup_doctor(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--self-test", action="store_true",
-                        help="build a tiny model and run the whole pipeline offline")
+    parser.add_argument(
+        "--self-test",
+        action="store_true",
+        help="build a tiny model and run the whole pipeline offline",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -221,14 +280,30 @@ def _host_command(action: str) -> tuple[SetupFunction, RunFunction]:
 def core_commands() -> Commands:
     """The commands every install has."""
     commands = Commands()
-    commands.add("generate", help="make subtitle files for audio/video files",
-                 setup=_setup_generate, run=_run_generate)
-    commands.add("live", help="live captions: PCM on stdin → JSON caption events on stdout",
-                 setup=_setup_live, run=_run_live)
-    commands.add("models", help="manage the local model cache (pull, import, list…)",
-                 setup=_setup_models, run=_run_models)
-    commands.add("doctor", help="check this installation (add --self-test for a full run)",
-                 setup=_setup_doctor, run=_run_doctor)
+    commands.add(
+        "generate",
+        help="make subtitle files for audio/video files",
+        setup=_setup_generate,
+        run=_run_generate,
+    )
+    commands.add(
+        "live",
+        help="live captions: PCM on stdin → JSON caption events on stdout",
+        setup=_setup_live,
+        run=_run_live,
+    )
+    commands.add(
+        "models",
+        help="manage the local model cache (pull, import, list…)",
+        setup=_setup_models,
+        run=_run_models,
+    )
+    commands.add(
+        "doctor",
+        help="check this installation (add --self-test for a full run)",
+        setup=_setup_doctor,
+        run=_run_doctor,
+    )
     for action, text in (
         ("install", "add subplug to a host program (vlc, obs, kdenlive)"),
         ("uninstall", "remove subplug from a host program"),

@@ -61,14 +61,19 @@ def run_check(check: DoctorCheck) -> CheckOutcome:
     try:
         result = check.run()
     except Exception as exc:
-        result = CheckResult(CheckStatus.FAIL, f"check crashed: {type(exc).__name__}: {exc}",
-                             "Please report this with `subplug doctor --json`.")
+        result = CheckResult(
+            CheckStatus.FAIL,
+            f"check crashed: {type(exc).__name__}: {exc}",
+            "Please report this with `subplug doctor --json`.",
+        )
     return CheckOutcome(check.name, check.group, result, time.perf_counter() - started)
 
 
 def run_checks(checks: list[DoctorCheck] | None = None) -> Report:
     """Run the registered (or given) checks."""
-    return Report([run_check(c) for c in (checks if checks is not None else plugins.doctor_checks())])
+    return Report(
+        [run_check(c) for c in (checks if checks is not None else plugins.doctor_checks())]
+    )
 
 
 def render(report: Report, console: Any) -> None:
@@ -99,8 +104,12 @@ def main(*, self_test: bool = False, as_json: bool = False) -> int:
         checks.append(self_test_check(console=None if as_json else console))
     if as_json:
         report = run_checks(checks)
-        print(json.dumps({"ok": not report.failed,
-                          "checks": [o.to_dict() for o in report.outcomes]}, indent=2))
+        print(
+            json.dumps(
+                {"ok": not report.failed, "checks": [o.to_dict() for o in report.outcomes]},
+                indent=2,
+            )
+        )
         return 1 if report.failed else 0
     console.print("[bold]subplug doctor[/]")
     report = Report()

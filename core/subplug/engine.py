@@ -178,7 +178,9 @@ class Engine:
                 continue
             results.append(tracks)
         exit_code = 0 if not failed else 1
-        self.emit("job-done", None, ok=len(media_files) - failed, failed=failed, exit_code=exit_code)
+        self.emit(
+            "job-done", None, ok=len(media_files) - failed, failed=failed, exit_code=exit_code
+        )
         return results
 
     def generate(self, media: Path, options: GenerateOptions) -> Tracks:
@@ -313,8 +315,12 @@ class Engine:
                     new = self._run_batch(backend, chunks, options)
                     if journal is not None:
                         journal.append(
-                            (t.chunk, JournalEntry(t.chunk.start, t.chunk.end, t.source_lang,
-                                                   t.texts, t.raw))
+                            (
+                                t.chunk,
+                                JournalEntry(
+                                    t.chunk.start, t.chunk.end, t.source_lang, t.texts, t.raw
+                                ),
+                            )
                             for t in new
                         )
                     for transcript in new:
@@ -330,8 +336,10 @@ class Engine:
     def _run_batch(
         self, backend: Backend, chunks: Sequence[AudioChunk], options: GenerateOptions
     ) -> list[Transcript]:
-        first = [_request(chunk, *prompts.first_request(options.source, options.targets))
-                 for chunk in chunks]
+        first = [
+            _request(chunk, *prompts.first_request(options.source, options.targets))
+            for chunk in chunks
+        ]
         answers = backend.generate(first)
         parsed: list[tuple[str | None, dict[str, str], list[str]]] = []
         followups: list[tuple[int, BackendRequest]] = []
@@ -363,7 +371,11 @@ class Engine:
         files, index = self._job["files"], self._job["index"]
         fraction = (index + (done / total if total else 1.0)) / max(files, 1)
         self.emit(
-            "progress", media, done=done, total=total, percent=round(100 * fraction, 1),
+            "progress",
+            media,
+            done=done,
+            total=total,
+            percent=round(100 * fraction, 1),
             resumed=resumed,
         )
 

@@ -196,7 +196,9 @@ def formats() -> dict[str, SubtitleFormat]:
     def register(fmt: SubtitleFormat) -> None:
         found[fmt.name] = fmt
 
-    _call_in_registration_order(get_plugin_manager().hook.subplug_register_formats, register=register)
+    _call_in_registration_order(
+        get_plugin_manager().hook.subplug_register_formats, register=register
+    )
     return found
 
 
@@ -214,7 +216,9 @@ def hosts() -> dict[str, HostAdapter]:
 def doctor_checks() -> list[DoctorCheck]:
     """Every doctor check, defaults first, in registration order."""
     found: list[DoctorCheck] = []
-    _call_in_registration_order(get_plugin_manager().hook.subplug_doctor_checks, register=found.append)
+    _call_in_registration_order(
+        get_plugin_manager().hook.subplug_doctor_checks, register=found.append
+    )
     return found
 
 

@@ -57,8 +57,15 @@ class JsonlEvents:
     def fatal(self, error: SubplugError) -> None:
         """A usage error before or outside any file: the last line says why."""
         self._write(
-            {"v": JSONL_VERSION, "event": "job-done", "time": 0.0, "ok": 0, "failed": 0,
-             "exit_code": error.exit_code, "error": error.to_dict()}
+            {
+                "v": JSONL_VERSION,
+                "event": "job-done",
+                "time": 0.0,
+                "ok": 0,
+                "failed": 0,
+                "exit_code": error.exit_code,
+                "error": error.to_dict(),
+            }
         )
 
     def close(self) -> None:
@@ -144,8 +151,10 @@ class RichProgress:
             for path in tracks.outputs:
                 out.print(f"[green]wrote[/] {path}")
         for media, error in self.errors:
-            out.print(f"[bold red]error:[/] {_short(media)}: {error['message']} "
-                      f"[dim]\\[{error['reference']}][/]")
+            out.print(
+                f"[bold red]error:[/] {_short(media)}: {error['message']} "
+                f"[dim]\\[{error['reference']}][/]"
+            )
             if error.get("hint"):
                 out.print(f"  [bold]hint:[/] {error['hint']}")
 

@@ -248,6 +248,9 @@ class StyleOptions:
     font_size: int = 52
     second_font_size: int = 44
     play_res: tuple[int, int] = (1920, 1080)
+    second_position: str = "above"
+    """Where the other language goes: ``above`` the bottom one (raised, same alignment)
+    or at the ``top`` of the frame."""
 
 
 @dataclass(frozen=True)

@@ -29,11 +29,17 @@ def check_torch() -> CheckResult:
     try:
         import torch
     except ImportError as exc:
-        return CheckResult(FAIL, f"torch cannot be imported: {exc}",
-                           "pip install torch (CPU: pip install torch==2.13.0)")
+        return CheckResult(
+            FAIL,
+            f"torch cannot be imported: {exc}",
+            "pip install torch (CPU: pip install torch==2.13.0)",
+        )
     build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU build"
-    return CheckResult(OK, f"torch {torch.__version__} ({build}), {torch.get_num_threads()} threads",
-                       details={"version": torch.__version__, "cuda": torch.version.cuda})
+    return CheckResult(
+        OK,
+        f"torch {torch.__version__} ({build}), {torch.get_num_threads()} threads",
+        details={"version": torch.__version__, "cuda": torch.version.cuda},
+    )
 
 
 def check_devices() -> CheckResult:
@@ -47,15 +53,22 @@ def check_devices() -> CheckResult:
             free, total = torch.cuda.mem_get_info(index)
             name = torch.cuda.get_device_name(index)
             devices.append(
-                {"device": f"cuda:{index}", "name": name, "free_gib": round(free / GIB, 1),
-                 "total_gib": round(total / GIB, 1)}
+                {
+                    "device": f"cuda:{index}",
+                    "name": name,
+                    "free_gib": round(free / GIB, 1),
+                    "total_gib": round(total / GIB, 1),
+                }
             )
-        text = "; ".join(f"{d['device']} {d['name']} {d['free_gib']}/{d['total_gib']} GiB free"
-                         for d in devices)
+        text = "; ".join(
+            f"{d['device']} {d['name']} {d['free_gib']}/{d['total_gib']} GiB free" for d in devices
+        )
         return CheckResult(OK, text, details={"devices": devices})
     mps = getattr(torch.backends, "mps", None)
     if mps is not None and mps.is_available():
-        return CheckResult(OK, "Apple GPU (mps) available", details={"devices": [{"device": "mps"}]})
+        return CheckResult(
+            OK, "Apple GPU (mps) available", details={"devices": [{"device": "mps"}]}
+        )
     return CheckResult(
         WARN,
         "no GPU found: the model runs on the CPU (several times slower than real time)",
@@ -79,16 +92,22 @@ def check_pyav() -> CheckResult:
     libs = av.library_versions.get("libavcodec", ())
     summary = f"PyAV {av.__version__}, libavcodec {'.'.join(map(str, libs))}"
     if missing:
-        return CheckResult(WARN, f"{summary}; missing decoders: {', '.join(missing)}",
-                           "Reinstall PyAV from PyPI (its wheels include these codecs).")
+        return CheckResult(
+            WARN,
+            f"{summary}; missing decoders: {', '.join(missing)}",
+            "Reinstall PyAV from PyPI (its wheels include these codecs).",
+        )
     return CheckResult(OK, f"{summary}; decoders: {', '.join(AUDIO_DECODERS)}")
 
 
 def check_ffmpeg() -> CheckResult:
     path = shutil.which("ffmpeg")
     if path is None:
-        return CheckResult(WARN, "ffmpeg not found (subplug decodes with PyAV and does not need it)",
-                           "Install ffmpeg for the Kdenlive/OBS tools and the benchmarks.")
+        return CheckResult(
+            WARN,
+            "ffmpeg not found (subplug decodes with PyAV and does not need it)",
+            "Install ffmpeg for the Kdenlive/OBS tools and the benchmarks.",
+        )
     return CheckResult(OK, f"ffmpeg at {path}")
 
 
@@ -99,8 +118,9 @@ def check_vad() -> CheckResult:
 
         segment.load_vad()
     except Exception as exc:
-        return CheckResult(FAIL, f"speech detection (silero-vad) unavailable: {exc}",
-                           "pip install silero-vad")
+        return CheckResult(
+            FAIL, f"speech detection (silero-vad) unavailable: {exc}", "pip install silero-vad"
+        )
     return CheckResult(OK, f"silero-vad {importlib.metadata.version('silero-vad')} loads")
 
 
@@ -115,8 +135,12 @@ def check_cache() -> CheckResult:
     details = {"path": str(home), "free_gib": round(free / GIB, 1)}
     text = f"{home} ({free / GIB:.1f} GiB free)"
     if free < MODEL_DISK_BYTES:
-        return CheckResult(WARN, text, "The default model needs about 12 GiB in the cache; "
-                           "set SUBPLUG_HOME to a bigger disk.", details=details)
+        return CheckResult(
+            WARN,
+            text,
+            "The default model needs about 12 GiB in the cache; set SUBPLUG_HOME to a bigger disk.",
+            details=details,
+        )
     return CheckResult(OK, text, details=details)
 
 
@@ -127,7 +151,8 @@ def check_models() -> CheckResult:
     names = ", ".join(e.name for e in entries)
     if not entries:
         return CheckResult(
-            WARN, "no model in the cache yet",
+            WARN,
+            "no model in the cache yet",
             "subplug models pull (with internet) or subplug models import PATH (offline).",
         )
     return CheckResult(OK, f"models: {names}", details={"models": [e.name for e in entries]})

@@ -1,0 +1,309 @@
+"""``subplug models pull|import|export|list|verify|rm``: the model cache from the shell.
+
+Tables and messages go to stdout, progress bars to stderr (so ``--json`` output stays
+clean). Failures are raised as :class:`~subplug.errors.SubplugError` for the CLI to
+print.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.filesize import decimal as human_size
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from subplug import cache
+from subplug.cache import CacheProgress, ModelEntry, ProgressCallback, VerifyReport
+
+_VERBS = {
+    "download": "Downloading",
+    "copy": "Copying",
+    "extract": "Extracting",
+    "export": "Exporting",
+    "hash": "Checking",
+}
+
+
+def setup(parser: argparse.ArgumentParser) -> None:
+    """Add the ``models`` sub-subcommands and their options to ``parser``."""
+    parser.description = (
+        "Manage the local model cache "
+        "($SUBPLUG_HOME/models, or the user data folder; see docs/models.md)."
+    )
+    sub = parser.add_subparsers(dest="models_command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser(
+        "pull",
+        help="download a known model (and its base) from Hugging Face",
+        description="Download a known model into the cache. Interrupted downloads resume. "
+        f"Known: {', '.join(sorted(cache.KNOWN_MODELS))}.",
+    )
+    p.add_argument("name", nargs="?", default=None, help=f"default: {cache.DEFAULT_MODEL}")
+    p.add_argument("--revision", help="commit, tag or branch (default: the pinned one)")
+    p.add_argument("--force", action="store_true", help="download again even if present")
+
+    p = sub.add_parser(
+        "import",
+        help="add a model from a folder or a .tar made by `models export`",
+        description="Copy a model into the cache from a folder (Hugging Face layout) or a "
+        ".tar from `subplug models export`; every file is hashed into the manifest.",
+    )
+    p.add_argument("path", help="model folder or .tar")
+    p.add_argument("--name", help="cache name (default: from the manifest or folder)")
+    p.add_argument("--base", help="for an adapter: the cache name of its base model")
+    p.add_argument("--force", action="store_true", help="replace a model of the same name")
+
+    p = sub.add_parser(
+        "export",
+        help="write a model to a .tar for another machine (e.g. on a USB stick)",
+        description="Write a cache entry to a .tar that `subplug models import` reads.",
+    )
+    p.add_argument("name", help="cache name")
+    p.add_argument("dest", help="a .tar path, or a folder (then DEST/NAME.tar)")
+    p.add_argument("--with-base", action="store_true", help="include an adapter's base model")
+    p.add_argument("--force", action="store_true", help="replace an existing file at DEST")
+
+    p = sub.add_parser("list", help="show the models in the cache")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    p = sub.add_parser(
+        "verify",
+        help="hash every file of a model against its manifest",
+        description="Hash every file of the named models (default: all) against their "
+        "manifests; exit status 1 when one does not match.",
+    )
+    p.add_argument("names", nargs="*", metavar="NAME", help="default: every complete model")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    p = sub.add_parser("rm", help="remove a model from the cache")
+    p.add_argument("name", help="cache name")
+    p.add_argument("--force", action="store_true", help="remove a base that adapters still use")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the ``models`` sub-subcommand chosen in ``args``; returns the exit status."""
+    handlers = {
+        "pull": _pull,
+        "import": _import,
+        "export": _export,
+        "list": _list,
+        "verify": _verify,
+        "rm": _rm,
+    }
+    return handlers[args.models_command](args)
+
+
+# --------------------------------------------------------------------------- handlers
+
+
+def _pull(args: argparse.Namespace) -> int:
+    out = _stdout()
+    name = args.name or cache.DEFAULT_MODEL
+    before = _find(name)
+    if before is not None and before.complete and not args.force:
+        out.print(
+            f"[green]✓[/] {name} is already in the cache ({_describe(before)}). "
+            "Use --force to download it again."
+        )
+        return 0
+    with _bars() as report:
+        entry = cache.pull(name, force=args.force, revision=args.revision, progress=report)
+    out.print(f"[green]✓[/] {entry.name} is ready: {_describe(entry)}")
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    with _bars() as report:
+        entry = cache.import_model(
+            args.path, name=args.name, base=args.base, force=args.force, progress=report
+        )
+    _stdout().print(f"[green]✓[/] Imported {entry.name}: {_describe(entry)}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    with _bars() as report:
+        path = cache.export_model(
+            args.name, args.dest, with_base=args.with_base, force=args.force, progress=report
+        )
+    out = _stdout()
+    out.print(f"[green]✓[/] Wrote {path} ({human_size(path.stat().st_size)}).")
+    out.print(f"On the other machine run: subplug models import {path.name}")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    entries = cache.list_models()
+    out = _stdout()
+    if args.json:
+        print(json.dumps([_entry_json(e) for e in entries], indent=2))
+        return 0
+    if not entries:
+        out.print(
+            f"No models in {cache.models_dir()}.\n"
+            f"Get one with `subplug models pull` (default: {cache.DEFAULT_MODEL}) or "
+            "`subplug models import PATH`."
+        )
+        return 0
+    table = Table(
+        title=f"Models in {cache.models_dir()}",
+        title_justify="left",
+        caption=f"* default model ({cache.DEFAULT_MODEL})",
+        caption_justify="left",
+    )
+    for column in ("Name", "Kind", "Base", "Size", "State", "Revision"):
+        table.add_column(column, justify="right" if column == "Size" else "left")
+    for e in entries:
+        name = e.name + (" *" if e.name == cache.DEFAULT_MODEL else "")
+        state = "[green]complete[/]" if e.complete else f"[yellow]{e.state}[/]"
+        table.add_row(
+            name,
+            e.kind or "?",
+            e.base or "",
+            human_size(e.size),
+            state,
+            (e.revision or "")[:12],
+        )
+    out.print(table)
+    if any(e.state == "resumable" for e in entries):
+        out.print("Resume an interrupted download with `subplug models pull NAME`.")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    names = args.names or [e.name for e in cache.list_models() if e.complete]
+    reports: list[VerifyReport] = []
+    with _bars() as report:
+        for name in names:
+            reports.append(cache.verify(name, progress=report))
+    bad = [r for r in reports if not r.ok]
+    if args.json:
+        print(json.dumps([_report_json(r) for r in reports], indent=2))
+        return 1 if bad else 0
+    out = _stdout()
+    if not reports:
+        out.print(f"No complete models in {cache.models_dir()} to verify.")
+        return 0
+    table = Table(title="Model check (sha256 of every file)", title_justify="left")
+    for column in ("Name", "Files", "Size", "Result"):
+        table.add_column(column, justify="right" if column in ("Files", "Size") else "left")
+    for r in reports:
+        table.add_row(r.name, str(r.files), human_size(r.size), _verdict(r))
+    out.print(table)
+    for r in bad:
+        for label, paths in (("missing", r.missing), ("changed", r.changed), ("extra", r.extra)):
+            for rel in paths:
+                out.print(f"  {r.name}: {label}: {rel}")
+    if bad:
+        names_bad = " ".join(r.name for r in bad)
+        out.print(
+            f"[red]Damaged: {names_bad}.[/] Re-import (`subplug models import PATH --force`) "
+            "or re-download (`subplug models pull NAME --force`)."
+        )
+        return 1
+    return 0
+
+
+def _rm(args: argparse.Namespace) -> int:
+    freed = cache.remove(args.name, force=args.force)
+    _stdout().print(f"[green]✓[/] Removed {args.name} (freed {human_size(freed)}).")
+    return 0
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _stdout() -> Console:
+    return Console(file=sys.stdout, highlight=False, soft_wrap=True)
+
+
+@contextmanager
+def _bars() -> Iterator[ProgressCallback]:
+    """A rich progress display on stderr; yields the callback cache functions report to."""
+    console = Console(file=sys.stderr)
+    if not console.is_terminal:
+        yield lambda event: None
+        return
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console) as bars:
+        tasks: dict[tuple[str, str], TaskID] = {}
+
+        def report(event: CacheProgress) -> None:
+            if event.stage == "wait":
+                console.print(f"Waiting for another subplug process working on {event.model}…")
+                return
+            key = (event.model, event.stage)
+            if key not in tasks:
+                verb = _VERBS.get(event.stage, event.stage)
+                tasks[key] = bars.add_task(f"{verb} {event.model}", total=event.total)
+            bars.update(tasks[key], completed=event.done, total=event.total)
+
+        yield report
+
+
+def _find(name: str) -> ModelEntry | None:
+    return next((e for e in cache.list_models() if e.name == name and e.complete), None)
+
+
+def _describe(entry: ModelEntry) -> str:
+    parts: list[str] = [entry.kind or "model"]
+    if entry.base:
+        parts.append(f"on {entry.base}")
+    parts.append(human_size(entry.size))
+    if entry.revision:
+        parts.append(f"revision {entry.revision[:12]}")
+    return ", ".join(parts) + f", in {entry.path}"
+
+
+def _verdict(r: VerifyReport) -> str:
+    if r.ok:
+        return "[green]OK[/]"
+    counts = [(len(r.missing), "missing"), (len(r.changed), "changed"), (len(r.extra), "extra")]
+    return "[red]" + ", ".join(f"{n} {label}" for n, label in counts if n) + "[/]"
+
+
+def _entry_json(e: ModelEntry) -> dict[str, object]:
+    return {
+        "name": e.name,
+        "kind": e.kind,
+        "base": e.base,
+        "size": e.size,
+        "complete": e.complete,
+        "state": e.state,
+        "path": str(e.path),
+        "repo_id": e.repo_id,
+        "revision": e.revision,
+    }
+
+
+def _report_json(r: VerifyReport) -> dict[str, object]:
+    return {
+        "name": r.name,
+        "path": str(r.path),
+        "ok": r.ok,
+        "files": r.files,
+        "size": r.size,
+        "missing": list(r.missing),
+        "changed": list(r.changed),
+        "extra": list(r.extra),
+    }

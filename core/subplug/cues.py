@@ -1,0 +1,658 @@
+"""Cue shaping: from per-chunk transcripts to subtitle cues (pure functions).
+
+The model gives no timestamps, only a text per language for each chunk, and the chunk
+carries the speech regions voice activity detection found in it. Shaping one chunk:
+
+1. **Pieces.** The text is cut into cue-sized pieces at word boundaries by dynamic
+   programming. Every piece must fit in ``max_lines`` lines of ``max_chars[lang]``
+   characters (hard); cuts after sentence ends are preferred over cuts after clause
+   punctuation, then before conjunctions and prepositions, then anywhere else, and a cut
+   that leaves an article or preposition dangling is avoided (see the word lists below).
+2. **Time.** Speech time is shared out in proportion to characters, laid over the speech
+   regions only (pauses get no text). A cut near a pause snaps to it, so cues start and
+   end with speech. Pieces that would read faster than ``max_cps``, show shorter than
+   ``min_duration``, or hold a long pause cost more; a piece longer than
+   ``max_duration`` is not allowed unless it is one word.
+3. **Both languages together.** All languages of a chunk are cut at the *same* times:
+   the source language (the transcription, which follows the audio) chooses the cuts,
+   and each other language is cut at the word boundary nearest the same proportional
+   position, preferring good break points; the cost of a cut counts every language. So
+   the English and Mongolian cues of a chunk change together on screen. When the texts
+   are too unequal for a common cut (a piece would not fit its lines), each language
+   is cut on its own, still over the same speech time.
+4. **Rules.** Cues are separated by ``min_gap``; a cue shorter than its reading time
+   (``min_duration``, or characters / ``max_cps``) first borrows time from a neighbour
+   that has time to spare, then extends into silence by up to ``max_lead`` before or
+   after its speech; cues never leave their chunk and never last over ``max_duration``.
+
+:func:`shape_track` then joins the chunks of one language, merges consecutive cues with
+identical text (a model repeating itself) and enforces the gap across chunk boundaries.
+
+Line breaking (:func:`wrap`) uses the fewest lines that fit, then the most balanced
+layout with the best break points. A single word longer than a line is hard-split into
+line-sized parts, only as a last resort; those parts join without a space.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from subplug.types import LANGUAGES, Cue, CueOptions, SpeechRegion, Track, Transcript
+
+DEFAULT_MAX_CHARS = 42
+
+# --------------------------------------------------------------------- word lists
+
+EN_BREAK_BEFORE: frozenset[str] = frozenset(
+    """and but or nor so yet because although though while whereas unless until since
+    that which who whom whose when where why how if whether than as to of in on at for
+    with from by about into onto over under after before between through during without
+    within against among across along around behind beyond like""".split()
+)
+"""English conjunctions and prepositions: a line may start with one."""
+
+EN_NO_LINE_END: frozenset[str] = EN_BREAK_BEFORE | frozenset(
+    """a an the my your his her its our their this these those some any no every each
+    mr mrs ms dr st jr prof vs i i'm i'll i've i'd""".split()
+)
+"""English words a line should not end with (they belong to what follows)."""
+
+MN_BREAK_BEFORE: frozenset[str] = frozenset(
+    """ба болон бөгөөд гэхдээ харин тэгээд тэгэхээр тэгэхэд гэвч эсвэл буюу хэрэв хэрвээ
+    тиймээс иймээс гэтэл мөн бас хэдийгээр түүнчлэн учир яагаад""".split()
+)
+"""Mongolian conjunctions that open a clause: a line may start with one."""
+
+MN_BREAK_AFTER: frozenset[str] = frozenset(
+    """учраас тул гэж гэвэл бол ч дээр доор дотор хойно өмнө хамт тухай руу рүү уруу үрүү
+    шиг хүртэл хойш болохоор""".split()
+)
+"""Mongolian clause-final particles and postpositions (Mongolian puts them after the
+word they govern, so a line may end with one)."""
+
+MN_NO_LINE_START: frozenset[str] = frozenset(
+    """нь ч л юм уу үү вэ бэ шүү даа дээ биз байна байсан юмаа""".split()
+)
+"""Mongolian enclitics and auxiliaries that lean on the word before them: a line should
+not start with one."""
+
+_TRAILING = "\"'”’»)]"
+_SENTENCE_END = re.compile(r"[.!?…]+[\"'”’»)\]]*$")
+_CLAUSE_END = re.compile(r"(?:[,;:]+[\"'”’»)\]]*|\s?[—–])$")
+_ABBREVIATION = re.compile(r"^(?:mr|mrs|ms|dr|st|jr|sr|prof|vs|etc|e\.g|i\.e)\.$", re.I)
+_STRIP = "\"'“”‘’«»()[]{}.,;:!?…—–-"
+
+HARD_SPLIT_COST = 40.0
+"""Breaking inside an over-long word: only when nothing else fits."""
+
+# Weights of the piece cost (see _Segmenter._piece_cost).
+_PIECE_COST = 1.0
+_CUT_WEIGHT = 1.5
+_SHORT_WEIGHT = 12.0
+_CPS_WEIGHT = 6.0
+_SILENCE_WEIGHT = 2.0
+_LONG_WEIGHT = 8.0
+_BALANCE_WEIGHT = 6.0
+_ALIGN_WEIGHT = 0.25
+_MERGE_GAP = 1.0
+_MIN_VISIBLE = 0.1
+
+
+def normalise_text(text: str) -> str:
+    """Collapse whitespace runs to single spaces and trim (what cues are made of)."""
+    return " ".join(text.split())
+
+
+def break_cost(previous: str, following: str, lang: str) -> float:
+    """How bad it is to break a line or cut a cue between two words (0 best).
+
+    0 after a sentence end; 1 after a comma, semicolon, colon or dash; 2 before a
+    conjunction or preposition (English) / before a conjunction or after a clause-final
+    particle or postposition (Mongolian); 4 anywhere else; 8 when the break would leave
+    an article, preposition or conjunction at a line end (English) or start a line with
+    an enclitic (Mongolian).
+    """
+    key_prev = previous.strip(_STRIP).lower()
+    key_next = following.strip(_STRIP).lower()
+    if _SENTENCE_END.search(previous) and not _ABBREVIATION.match(previous):
+        return 0.0
+    if _CLAUSE_END.search(previous) or following[:1] in "—–":
+        return 1.0
+    if lang == "mn":
+        if key_next in MN_NO_LINE_START:
+            return 8.0
+        if key_next in MN_BREAK_BEFORE or key_prev in MN_BREAK_AFTER:
+            return 2.0
+        return 4.0
+    if key_prev in EN_NO_LINE_END or _ABBREVIATION.match(previous):
+        return 8.0
+    if key_next in EN_BREAK_BEFORE:
+        return 2.0
+    return 4.0
+
+
+# ------------------------------------------------------------------------ tokens
+
+
+@dataclass(frozen=True)
+class _Words:
+    """A text as tokens, with character offsets for O(1) length of any span."""
+
+    lang: str
+    tokens: tuple[str, ...]
+    glued: tuple[bool, ...]
+    """glued[k]: token k continues token k-1 (a hard-split word): no space between."""
+    starts: tuple[int, ...]
+    ends: tuple[int, ...]
+    cut_costs: tuple[float, ...]
+    """cut_costs[k]: cost of breaking before token k (index 0 unused)."""
+
+    @classmethod
+    def of(cls, text: str, lang: str, max_chars: int) -> _Words:
+        tokens: list[str] = []
+        glued: list[bool] = []
+        for word in text.split():
+            parts = [word[i : i + max_chars] for i in range(0, len(word), max_chars)]
+            for index, part in enumerate(parts):
+                tokens.append(part)
+                glued.append(index > 0)
+        starts, ends, position = [], [], 0
+        for index, token in enumerate(tokens):
+            if index and not glued[index]:
+                position += 1
+            starts.append(position)
+            position += len(token)
+            ends.append(position)
+        costs = [0.0] + [
+            HARD_SPLIT_COST if glued[k] else break_cost(tokens[k - 1], tokens[k], lang)
+            for k in range(1, len(tokens))
+        ]
+        return cls(lang, tuple(tokens), tuple(glued), tuple(starts), tuple(ends), tuple(costs))
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def length(self, i: int, j: int) -> int:
+        """Characters of tokens[i:j] on one line."""
+        return self.ends[j - 1] - self.starts[i] if j > i else 0
+
+    def text(self, i: int, j: int) -> str:
+        out: list[str] = []
+        for k in range(i, j):
+            if k > i and not self.glued[k]:
+                out.append(" ")
+            out.append(self.tokens[k])
+        return "".join(out)
+
+    def weight(self, k: int) -> float:
+        """Position of boundary k (before token k) in characters, trailing space
+        included, so the share of speech time is proportional to characters."""
+        if k >= len(self.tokens):
+            return float(self.ends[-1] + 1) if self.tokens else 0.0
+        return float(self.starts[k])
+
+
+def _layout(
+    words: _Words, i: int, j: int, max_chars: int, max_lines: int
+) -> tuple[float, tuple[tuple[int, int], ...]] | None:
+    """Best line layout of tokens[i:j]: (cost, ((start, end), …)) or None if it needs
+    more than ``max_lines`` lines. The fewest lines win; then balance and break points."""
+    if j <= i:
+        return None
+    if words.length(i, j) <= max_chars:
+        return 0.0, ((i, j),)
+    total = words.length(i, j)
+    for lines in range(2, max_lines + 1):
+        ideal = total / lines
+        # best[k][m]: cheapest way to put tokens[i:m] on k lines.
+        best: list[dict[int, tuple[float, tuple[tuple[int, int], ...]]]] = [{i: (0.0, ())}]
+        for _ in range(lines):
+            layer: dict[int, tuple[float, tuple[tuple[int, int], ...]]] = {}
+            for start, (cost, spans) in best[-1].items():
+                for end in range(start + 1, j + 1):
+                    length = words.length(start, end)
+                    if length > max_chars:
+                        break
+                    step = _BALANCE_WEIGHT * ((length - ideal) / max_chars) ** 2
+                    if end < j:
+                        step += words.cut_costs[end]
+                    candidate = (cost + step, (*spans, (start, end)))
+                    if end not in layer or candidate[0] < layer[end][0]:
+                        layer[end] = candidate
+            best.append(layer)
+        if j in best[-1]:
+            return best[-1][j]
+    return None
+
+
+def wrap(text: str, lang: str, *, max_chars: int, max_lines: int) -> tuple[str, ...] | None:
+    """Break ``text`` into at most ``max_lines`` lines of at most ``max_chars``
+    characters, or ``None`` when it does not fit. Uses the fewest lines, then the most
+    balanced layout with the best break points (:func:`break_cost`)."""
+    words = _Words.of(normalise_text(text), lang, max_chars)
+    if not len(words):
+        return ()
+    layout = _layout(words, 0, len(words), max_chars, max_lines)
+    if layout is None:
+        return None
+    return tuple(words.text(a, b) for a, b in layout[1])
+
+
+# -------------------------------------------------------------------- speech time
+
+
+class _Speech:
+    """The speech regions of a chunk as one clock that only runs during speech."""
+
+    def __init__(self, regions: Sequence[SpeechRegion]) -> None:
+        self.regions = regions
+        self.offsets = [0.0]
+        for region in regions:
+            self.offsets.append(self.offsets[-1] + region.duration)
+        self.total = self.offsets[-1]
+
+    def media_time(self, clock: float, *, ending: bool) -> float:
+        """Media time at speech-clock ``clock``. On a region boundary an ending piece
+        ends with the earlier region and a starting piece starts with the later one."""
+        for index, region in enumerate(self.regions):
+            upper = self.offsets[index + 1]
+            last = index == len(self.regions) - 1
+            if clock < upper or (ending and clock <= upper) or last:
+                return min(region.start + max(clock - self.offsets[index], 0.0), region.end)
+        return self.regions[-1].end
+
+    def speech_within(self, start: float, end: float) -> float:
+        return sum(
+            max(0.0, min(end, region.end) - max(start, region.start)) for region in self.regions
+        )
+
+
+def _regions(transcript: Transcript) -> list[SpeechRegion]:
+    span = transcript.chunk
+    regions = []
+    for region in sorted(span.regions, key=lambda r: r.start):
+        start, end = max(region.start, span.start), min(region.end, span.end)
+        if regions and start < regions[-1].end:
+            start = regions[-1].end
+        if end - start > 1e-6:
+            regions.append(SpeechRegion(start, end))
+    if not regions and span.end - span.start > 1e-6:
+        regions = [SpeechRegion(span.start, span.end)]
+    return regions
+
+
+# ------------------------------------------------------------------- segmentation
+
+
+@dataclass(frozen=True)
+class _Piece:
+    start: float
+    end: float
+    speech_start: float
+    speech_end: float
+    lines: Mapping[str, tuple[str, ...]]
+
+
+class _Segmenter:
+    """Cuts the texts of one chunk into pieces with shared times (see module doc)."""
+
+    def __init__(
+        self,
+        texts: Mapping[str, str],
+        pilot: str,
+        speech: _Speech,
+        options: CueOptions,
+    ) -> None:
+        self.options = options
+        self.speech = speech
+        self.pilot = pilot
+        self.words = {
+            lang: _Words.of(text, lang, _max_chars(options, lang)) for lang, text in texts.items()
+        }
+        main = self.words[pilot]
+        self.n = len(main)
+        total = main.weight(self.n)
+        clocks = [speech.total * main.weight(k) / total for k in range(self.n + 1)]
+        self.start_times = [speech.media_time(c, ending=False) for c in clocks]
+        self.end_times = [speech.media_time(c, ending=True) for c in clocks]
+        self._snap_to_pauses(clocks)
+        self.maps = {lang: self._map(main, words) for lang, words in self.words.items()}
+        self._layouts: dict[tuple[str, int, int], tuple[float, tuple[tuple[int, int], ...]] | None]
+        self._layouts = {}
+
+    def _snap_to_pauses(self, clocks: Sequence[float]) -> None:
+        """Move the cut nearest each pause onto it (longest pauses first)."""
+        regions = self.speech.regions
+        if len(regions) < 2 or self.n < 2:
+            return
+        tolerance = max(0.3, 1.5 * self.speech.total / self.n)
+        gaps = sorted(
+            range(len(regions) - 1), key=lambda k: regions[k + 1].start - regions[k].end,
+            reverse=True,
+        )
+        taken: set[int] = set()
+        for gap in gaps:
+            at = self.speech.offsets[gap + 1]
+            nearest = min(range(1, self.n), key=lambda b: abs(clocks[b] - at))
+            if nearest in taken or abs(clocks[nearest] - at) > tolerance:
+                continue
+            # Keep times monotonic: never snap past a neighbour's time.
+            new_end, new_start = regions[gap].end, regions[gap + 1].start
+            if self.start_times[nearest - 1] >= new_end or self.end_times[nearest + 1] <= new_start:
+                continue
+            taken.add(nearest)
+            self.end_times[nearest] = new_end
+            self.start_times[nearest] = new_start
+
+    def _map(self, main: _Words, other: _Words) -> list[int]:
+        """For each cut of the pilot text, the best cut of ``other`` near the same
+        proportional position (identity for the pilot itself)."""
+        if other is main:
+            return list(range(self.n + 1))
+        m = len(other)
+        main_total, other_total = main.weight(self.n), other.weight(m)
+        mapping = [0]
+        for b in range(1, self.n):
+            target = main.weight(b) / main_total * other_total
+            best, best_cost = 0, math.inf
+            for c in range(1, m):
+                cost = _ALIGN_WEIGHT * abs(other.weight(c) - target) + other.cut_costs[c]
+                if cost < best_cost:
+                    best, best_cost = c, cost
+            mapping.append(best if m > 1 else 0)
+        mapping.append(m)
+        return mapping
+
+    def layout(self, lang: str, i: int, j: int) -> tuple[float, tuple[tuple[int, int], ...]] | None:
+        key = (lang, i, j)
+        if key not in self._layouts:
+            self._layouts[key] = _layout(
+                self.words[lang], i, j, _max_chars(self.options, lang), self.options.max_lines
+            )
+        return self._layouts[key]
+
+    def _piece_cost(self, langs: Sequence[str], i: int, j: int) -> float | None:
+        """Cost of one piece from pilot cut i to cut j, or None if not allowed."""
+        options = self.options
+        start, end = self.start_times[i], self.end_times[j]
+        duration = end - start
+        if duration <= 0:
+            return None
+        single = j - i == 1
+        if duration > options.max_duration + 1e-9 and not single:
+            return None
+        cost = _PIECE_COST
+        longest = 0
+        for lang in langs:
+            a, b = self.maps[lang][i], self.maps[lang][j]
+            layout = self.layout(lang, a, b)
+            if layout is None:
+                return None
+            cost += layout[0]
+            if b < len(self.words[lang]):
+                cost += _CUT_WEIGHT * self.words[lang].cut_costs[b]
+            longest = max(longest, self.words[lang].length(a, b))
+        if duration < options.min_duration:
+            cost += _SHORT_WEIGHT * (1 + (options.min_duration - duration) / options.min_duration)
+        if duration > options.max_duration:
+            cost += _LONG_WEIGHT * (duration - options.max_duration) / options.max_duration
+        cps = longest / duration
+        if cps > options.max_cps:
+            cost += _CPS_WEIGHT * (cps / options.max_cps - 1)
+        silence = duration - self.speech.speech_within(start, end)
+        cost += _SILENCE_WEIGHT * max(silence, 0.0)
+        return cost
+
+    def cuts(self, langs: Sequence[str]) -> list[int] | None:
+        """Pilot cut indices 0 = c0 < c1 < … = n of the cheapest segmentation, or None."""
+        n = self.n
+        main = self.words[self.pilot]
+        limit = _max_chars(self.options, self.pilot) * self.options.max_lines
+        best: list[float] = [0.0] + [math.inf] * n
+        back = [0] * (n + 1)
+        for j in range(1, n + 1):
+            for i in range(j - 1, -1, -1):
+                if i < j - 1 and main.length(i, j) > limit:
+                    break
+                if best[i] == math.inf:
+                    continue
+                if any(self.maps[lang][j] <= self.maps[lang][i] for lang in langs):
+                    continue
+                cost = self._piece_cost(langs, i, j)
+                if cost is not None and best[i] + cost < best[j]:
+                    best[j], back[j] = best[i] + cost, i
+        if best[n] == math.inf:
+            return None
+        cuts = [n]
+        while cuts[-1]:
+            cuts.append(back[cuts[-1]])
+        return cuts[::-1]
+
+    def pieces(self, cuts: Sequence[int], langs: Sequence[str]) -> list[_Piece]:
+        pieces = []
+        for i, j in zip(cuts, cuts[1:]):
+            lines = {}
+            for lang in langs:
+                a, b = self.maps[lang][i], self.maps[lang][j]
+                layout = self.layout(lang, a, b)
+                assert layout is not None
+                lines[lang] = tuple(self.words[lang].text(x, y) for x, y in layout[1])
+            start, end = self.start_times[i], self.end_times[j]
+            pieces.append(_Piece(start, end, start, end, lines))
+        return pieces
+
+
+def _max_chars(options: CueOptions, lang: str) -> int:
+    return int(options.max_chars.get(lang, DEFAULT_MAX_CHARS))
+
+
+# ------------------------------------------------------------------------- timing
+
+
+def _reading_time(piece: _Piece, options: CueOptions) -> float:
+    chars = max((len(" ".join(lines)) for lines in piece.lines.values()), default=0)
+    wanted = max(options.min_duration, chars / options.max_cps)
+    return min(wanted, options.max_duration)
+
+
+def _time_pieces(
+    pieces: Sequence[_Piece], chunk_start: float, chunk_end: float, options: CueOptions
+) -> list[tuple[float, float]]:
+    """Final (start, end) per piece: gaps, borrowing, extension into silence (see the
+    module doc). Falls back to an even layout only when the chunk is too short for its
+    pieces."""
+    gap = options.min_gap
+    starts = [p.start for p in pieces]
+    ends = [min(p.end, p.start + options.max_duration) for p in pieces]
+    need = [_reading_time(p, options) for p in pieces]
+    k = len(pieces)
+
+    def slack(index: int) -> float:
+        return ends[index] - starts[index] - need[index]
+
+    # Open the gap at each cut, taking it from the cue with more time to spare.
+    for i in range(k - 1):
+        deficit = gap - (starts[i + 1] - ends[i])
+        if deficit > 0:
+            if slack(i) >= slack(i + 1):
+                ends[i] -= deficit
+            else:
+                starts[i + 1] += deficit
+    # Borrow across shared cuts: move a cut towards the cue with time to spare.
+    for _ in range(2):
+        for i in range(k - 1):
+            if starts[i + 1] - ends[i] > gap + 1e-9:
+                continue  # a real pause separates them: nothing to share
+            if slack(i) < 0 < slack(i + 1):
+                shift = min(-slack(i), slack(i + 1), options.max_lead)
+                ends[i] += shift
+                starts[i + 1] += shift
+            elif slack(i + 1) < 0 < slack(i):
+                shift = min(-slack(i + 1), slack(i), options.max_lead)
+                ends[i] -= shift
+                starts[i + 1] -= shift
+    # Extend still-short cues into the silence around their speech.
+    for i, piece in enumerate(pieces):
+        if slack(i) >= 0:
+            continue
+        upper = min(
+            piece.speech_end + options.max_lead,
+            starts[i + 1] - gap if i + 1 < k else chunk_end,
+            chunk_end,
+        )
+        ends[i] = max(ends[i], min(starts[i] + need[i], upper))
+        if slack(i) < 0:
+            lower = max(
+                piece.speech_start - options.max_lead,
+                ends[i - 1] + gap if i else chunk_start,
+                chunk_start,
+            )
+            starts[i] = min(starts[i], max(ends[i] - need[i], lower))
+    for i in range(k):
+        ends[i] = min(ends[i], starts[i] + options.max_duration)
+    times = list(zip(starts, ends))
+    if _valid(times, chunk_start, chunk_end, gap):
+        return times
+    return _even(k, pieces[0].start, pieces[-1].end, chunk_start, chunk_end, gap, options)
+
+
+def _valid(times: Sequence[tuple[float, float]], low: float, high: float, gap: float) -> bool:
+    eps = 1e-6
+    for index, (start, end) in enumerate(times):
+        if end - start < _MIN_VISIBLE - eps or start < low - eps or end > high + eps:
+            return False
+        if index and start - times[index - 1][1] < gap - eps:
+            return False
+    return True
+
+
+def _even(
+    k: int,
+    speech_start: float,
+    speech_end: float,
+    chunk_start: float,
+    chunk_end: float,
+    gap: float,
+    options: CueOptions,
+) -> list[tuple[float, float]]:
+    """Equal shares of the speech span (or of the chunk when that is too short)."""
+    start, end = speech_start, speech_end
+    if (end - start) < k * _MIN_VISIBLE + (k - 1) * gap:
+        start, end = chunk_start, chunk_end
+    span = end - start
+    gap = min(gap, span / (4 * k)) if k > 1 else 0.0
+    share = (span - (k - 1) * gap) / k
+    times = []
+    for index in range(k):
+        first = start + index * (share + gap)
+        times.append((first, first + min(share, options.max_duration)))
+    return times
+
+
+# ------------------------------------------------------------------------- chunks
+
+
+def chunk_cues(transcript: Transcript, options: CueOptions) -> dict[str, list[Cue]]:
+    """The cues of every language of one chunk, cut at shared times where the texts
+    allow (module doc, steps 1–4). Languages with no text are absent."""
+    texts = {
+        lang: normalise_text(text)
+        for lang, text in sorted(transcript.texts.items(), key=lambda item: _order(item[0]))
+        if normalise_text(text)
+    }
+    regions = _regions(transcript)
+    if not texts or not regions:
+        return {}
+    pilot = transcript.source_lang if transcript.source_lang in texts else next(iter(texts))
+    assert pilot is not None
+    speech = _Speech(regions)
+    langs = list(texts)
+    segmenter = _Segmenter(texts, pilot, speech, options)
+    cuts = segmenter.cuts(langs)
+    groups: list[tuple[_Segmenter, list[int], list[str]]]
+    if cuts is not None:
+        groups = [(segmenter, cuts, langs)]
+    else:
+        groups = []
+        for lang in langs:
+            alone = _Segmenter({lang: texts[lang]}, lang, speech, options)
+            lone_cuts = alone.cuts([lang])
+            assert lone_cuts is not None  # one word per piece always fits
+            groups.append((alone, lone_cuts, [lang]))
+    result: dict[str, list[Cue]] = {}
+    chunk = transcript.chunk
+    for seg, group_cuts, group_langs in groups:
+        pieces = seg.pieces(group_cuts, group_langs)
+        times = _time_pieces(pieces, chunk.start, chunk.end, options)
+        for lang in group_langs:
+            result[lang] = [
+                Cue(start, end, piece.lines[lang])
+                for piece, (start, end) in zip(pieces, times)
+            ]
+    return result
+
+
+def _order(lang: str) -> tuple[int, str]:
+    return (LANGUAGES.index(lang) if lang in LANGUAGES else len(LANGUAGES), lang)
+
+
+# ------------------------------------------------------------------------- tracks
+
+
+def shape_track(transcripts: Iterable[Transcript], lang: str, options: CueOptions) -> Track:
+    """All cues of ``lang`` over the chunks, in time order: each chunk shaped by
+    :func:`chunk_cues`, consecutive cues with identical text merged (up to
+    ``max_duration``), and at least ``min_gap`` between cues across chunk boundaries."""
+    cues: list[Cue] = []
+    for transcript in sorted(transcripts, key=lambda t: (t.chunk.start, t.chunk.index)):
+        if not normalise_text(transcript.texts.get(lang, "")):
+            continue
+        cues.extend(chunk_cues(transcript, options).get(lang, []))
+    return Track(lang, tuple(_enforce_gaps(_merge_repeats(cues, options), options)))
+
+
+def shape_tracks(
+    transcripts: Sequence[Transcript], langs: Sequence[str], options: CueOptions
+) -> dict[str, Track]:
+    """:func:`shape_track` for each of ``langs``."""
+    return {lang: shape_track(transcripts, lang, options) for lang in langs}
+
+
+def _merge_repeats(cues: Sequence[Cue], options: CueOptions) -> list[Cue]:
+    merged: list[Cue] = []
+    for cue in cues:
+        if merged:
+            last = merged[-1]
+            if (
+                " ".join(cue.lines) == " ".join(last.lines)
+                and cue.start - last.end <= _MERGE_GAP
+            ):
+                end = min(max(last.end, cue.end), last.start + options.max_duration)
+                merged[-1] = Cue(last.start, end, last.lines)
+                continue
+        merged.append(cue)
+    return merged
+
+
+def _enforce_gaps(cues: Sequence[Cue], options: CueOptions) -> list[Cue]:
+    """At least ``min_gap`` between consecutive cues: shorten the earlier cue, then (if
+    it would vanish) start the later one later; a cue that still cannot fit is dropped
+    rather than overlapping (only possible with overlapping chunks)."""
+    out: list[Cue] = []
+    for cue in cues:
+        if out:
+            last = out[-1]
+            deficit = options.min_gap - (cue.start - last.end)
+            if deficit > 0:
+                take = min(deficit, max(0.0, last.duration - _MIN_VISIBLE))
+                out[-1] = last = Cue(last.start, last.end - take, last.lines)
+                deficit -= take
+            if deficit > 0:
+                if cue.duration - deficit < _MIN_VISIBLE:
+                    continue
+                cue = Cue(cue.start + deficit, cue.end, cue.lines)
+        out.append(cue)
+    return out

@@ -1,0 +1,599 @@
+"""Where and how a model runs: device, dtype, threads, memory, batch size, OOM back-off.
+
+The choices are pure functions of facts passed in (``choose_device``, ``choose_dtype``,
+``batch_size_for``), with thin wrappers that ask torch and the operating system for those
+facts, so the logic is tested on any machine.
+
+Device: ``auto`` picks CUDA, then Apple MPS, then the CPU; ``cuda`` / ``cuda:N`` / ``mps``
+that is not there is a :class:`~subplug.errors.SubplugError` with a hint.
+
+Dtype: ``auto`` is bfloat16 on GPUs that support it, float16 on older GPUs and on MPS,
+and on the CPU float32 (see :data:`CPU_DEFAULT_DTYPE`). ``bf16-upcast`` (CPU) keeps the
+weights in bfloat16 (half the memory) and runs large matrix products in float32, which
+AVX2-only CPUs do ~6x faster than bfloat16, while one-row products (decoding) stay in
+bfloat16, where reading half the bytes wins.
+
+Memory: the model's size comes from its config on the meta device (nothing allocated),
+plus an activation budget per batch item; a model that cannot fit is refused before
+loading with ``not-enough-memory``. The batch size follows from free memory, and
+:func:`run_with_oom_backoff` halves it on an out-of-memory error and retries, never
+dropping an item.
+
+torch is imported inside the functions that need it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from subplug.errors import SubplugError
+
+if TYPE_CHECKING:
+    import torch
+
+    from subplug.types import BackendOptions
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+GIB = 1024**3
+
+#: Accepted ``--dtype`` spellings and the canonical names they mean.
+DTYPE_ALIASES = {
+    "auto": "auto",
+    "float32": "float32",
+    "fp32": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+    "half": "float16",
+    "bf16-upcast": "bf16-upcast",
+}
+
+#: What ``auto`` means on a CPU. float32: see docs/performance.md for the measurement.
+CPU_DEFAULT_DTYPE = "float32"
+
+#: Largest batch :func:`choose_batch_size` picks by itself, per device kind.
+MAX_AUTO_BATCH = {"cuda": 16, "mps": 8, "cpu": 4}
+
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda)(?::(\d+))?$")
+
+
+# ------------------------------------------------------------------ validation
+
+
+def validate_options(options: BackendOptions) -> None:
+    """Check device, dtype, batch size and threads before anything is loaded."""
+    match = _DEVICE.match(options.device.strip().lower())
+    if match is None or (match.group(2) is not None and match.group(1) != "cuda"):
+        raise SubplugError(
+            "bad-device",
+            f"Unknown device {options.device!r}.",
+            "Use auto, cpu, cuda, cuda:N or mps.",
+        )
+    if options.dtype.strip().lower() not in DTYPE_ALIASES:
+        raise SubplugError(
+            "bad-dtype",
+            f"Unknown dtype {options.dtype!r}.",
+            "Use auto, float32, bfloat16, float16 or bf16-upcast.",
+        )
+    if options.batch_size is not None and options.batch_size < 1:
+        raise SubplugError("bad-batch-size", "The batch size must be at least 1.", None)
+    if options.threads is not None and options.threads < 1:
+        raise SubplugError("bad-threads", "The thread count must be at least 1.", None)
+
+
+# ---------------------------------------------------------------------- device
+
+
+def choose_device(spec: str, *, cuda_count: int, mps_available: bool) -> str:
+    """The device to use for ``spec`` given what the machine has. Pure.
+
+    Returns ``cuda:N``, ``mps`` or ``cpu``.
+    """
+    match = _DEVICE.match(spec.strip().lower())
+    if match is None or (match.group(2) is not None and match.group(1) != "cuda"):
+        raise SubplugError(
+            "bad-device", f"Unknown device {spec!r}.", "Use auto, cpu, cuda, cuda:N or mps."
+        )
+    kind, index = match.group(1), match.group(2)
+    if kind == "auto":
+        if cuda_count > 0:
+            return "cuda:0"
+        return "mps" if mps_available else "cpu"
+    if kind == "cpu":
+        return "cpu"
+    if kind == "mps":
+        if not mps_available:
+            raise SubplugError(
+                "no-mps",
+                "--device mps was asked for, but Apple's Metal (MPS) backend is not available.",
+                "Use --device auto or --device cpu.",
+            )
+        return "mps"
+    if cuda_count == 0:
+        raise SubplugError(
+            "no-cuda",
+            "--device cuda was asked for, but PyTorch sees no CUDA GPU.",
+            "Check the NVIDIA driver (nvidia-smi) and that the installed torch is a CUDA "
+            "build (python -c 'import torch; print(torch.version.cuda)'), or use "
+            "--device cpu.",
+        )
+    number = int(index or 0)
+    if number >= cuda_count:
+        raise SubplugError(
+            "no-cuda",
+            f"--device cuda:{number} was asked for, but there "
+            f"{'is only 1 CUDA GPU' if cuda_count == 1 else f'are {cuda_count} CUDA GPUs'}.",
+            f"Use cuda:0 … cuda:{cuda_count - 1}.",
+        )
+    return f"cuda:{number}"
+
+
+def resolve_device(spec: str) -> str:
+    """:func:`choose_device` with the facts asked from torch."""
+    import torch
+
+    mps = getattr(torch.backends, "mps", None)
+    return choose_device(
+        spec,
+        cuda_count=torch.cuda.device_count() if torch.cuda.is_available() else 0,
+        mps_available=bool(mps is not None and mps.is_available()),
+    )
+
+
+def device_kind(device: str) -> str:
+    """``cuda``, ``mps`` or ``cpu``."""
+    return device.split(":", 1)[0]
+
+
+# ----------------------------------------------------------------------- dtype
+
+
+def choose_dtype(spec: str, device: str, *, bf16_supported: bool | None = None) -> str:
+    """Canonical dtype name for ``spec`` on ``device``. Pure when ``bf16_supported`` is
+    given (``None``: ask torch for CUDA devices).
+
+    ``auto``: bfloat16 on GPUs that support it, float16 on other GPUs and MPS,
+    :data:`CPU_DEFAULT_DTYPE` on the CPU. float16 on the CPU is refused (slow and
+    unsupported by many CPU kernels); ``bf16-upcast`` is CPU-only.
+    """
+    name = DTYPE_ALIASES.get(spec.strip().lower())
+    if name is None:
+        raise SubplugError(
+            "bad-dtype",
+            f"Unknown dtype {spec!r}.",
+            "Use auto, float32, bfloat16, float16 or bf16-upcast.",
+        )
+    kind = device_kind(device)
+    if name == "auto":
+        if kind == "cpu":
+            return CPU_DEFAULT_DTYPE
+        if kind == "mps":
+            return "float16"
+        if bf16_supported is None:
+            bf16_supported = _cuda_bf16_supported(device)
+        return "bfloat16" if bf16_supported else "float16"
+    if name == "float16" and kind == "cpu":
+        raise SubplugError(
+            "bad-dtype",
+            "float16 is not supported on the CPU.",
+            "Use --dtype float32 (default) or bf16-upcast on the CPU.",
+        )
+    if name == "bf16-upcast" and kind != "cpu":
+        raise SubplugError(
+            "bad-dtype",
+            "bf16-upcast is a CPU mode.",
+            "On a GPU use --dtype auto, bfloat16 or float16.",
+        )
+    return name
+
+
+def _cuda_bf16_supported(device: str) -> bool:
+    import torch
+
+    index = int(device.split(":", 1)[1]) if ":" in device else 0
+    major, _minor = torch.cuda.get_device_capability(index)
+    return major >= 8
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """The torch dtype the weights are stored in for a canonical dtype name."""
+    import torch
+
+    return {
+        "float32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "float16": torch.float16,
+        "bf16-upcast": torch.bfloat16,
+    }[name]
+
+
+def dtype_bytes(name: str) -> int:
+    """Bytes per stored weight for a canonical dtype name."""
+    return 4 if name == "float32" else 2
+
+
+# --------------------------------------------------------------------- threads
+
+
+def physical_cores() -> int:
+    """Physical CPU cores available to this process (hyper-threads not counted)."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count() or 1
+    cores: set[tuple[str, str]] = set()
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        text = ""
+    for block in text.split("\n\n"):
+        fields = dict(
+            (key.strip(), value.strip())
+            for key, _, value in (line.partition(":") for line in block.splitlines())
+        )
+        if "core id" in fields:
+            cores.add((fields.get("physical id", "0"), fields["core id"]))
+    return max(1, min(usable, len(cores) or usable))
+
+
+def configure_threads(device: str, threads: int | None) -> int | None:
+    """On the CPU, use ``threads`` (or one per physical core) for torch's math.
+    Returns the count set, or ``None`` off the CPU."""
+    if device_kind(device) != "cpu":
+        return None
+    import torch
+
+    count = threads or physical_cores()
+    torch.set_num_threads(count)
+    return count
+
+
+# ---------------------------------------------------------------------- memory
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """How much memory a model needs before it runs."""
+
+    params: int
+    """Parameters that will be built (audio-only: no vision tower)."""
+    weight_bytes: int
+    per_item_bytes: int
+    """Activations, KV cache and audio-encoder work space for one batch item."""
+    dtype: str
+
+
+def estimate_memory(
+    model_dir: Path | str | Any, dtype: str, *, max_new_tokens: int = 512
+) -> MemoryEstimate:
+    """Estimate weights and per-item activations for the model in ``model_dir`` (or a
+    ``Gemma3nConfig``) stored as ``dtype``, counting parameters on the meta device."""
+    config = _load_config(model_dir)
+    params = count_params(config)
+    return MemoryEstimate(
+        params=params,
+        weight_bytes=params * dtype_bytes(dtype),
+        per_item_bytes=activation_bytes(config, dtype, max_new_tokens=max_new_tokens),
+        dtype=dtype,
+    )
+
+
+def _load_config(model_dir: Path | str | Any) -> Any:
+    if not isinstance(model_dir, (str, Path)):
+        return model_dir
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(model_dir)
+
+
+def count_params(config: Any) -> int:
+    """Parameters of the audio-only model for ``config``, built on the meta device."""
+    import torch
+
+    from subplug.backends.gemma3n import audio_only_model_class
+
+    with torch.device("meta"):
+        model = audio_only_model_class()(config)
+    return sum(p.numel() for p in model.parameters())
+
+
+def activation_bytes(config: Any, dtype: str, *, max_new_tokens: int = 512) -> int:
+    """Working memory for one batch item: KV cache, prefill activations, logits and the
+    audio encoder on a 30 s clip, with a 1.5x margin. From the config alone."""
+    text = config.text_config
+    audio = config.audio_config
+    act = 4 if dtype in ("float32", "bf16-upcast") else 2
+    prompt = config.audio_soft_tokens_per_image + 64
+    sequence = prompt + max_new_tokens
+    kv_layers = text.num_hidden_layers - text.num_kv_shared_layers
+    kv = kv_layers * 2 * text.num_key_value_heads * text.head_dim * sequence * act
+    intermediate = max(text.intermediate_size) if isinstance(
+        text.intermediate_size, (list, tuple)
+    ) else text.intermediate_size
+    per_token = (
+        text.hidden_size * text.altup_num_inputs * 6
+        + intermediate * 3
+        + text.num_hidden_layers * text.hidden_size_per_layer_input * 2
+    )
+    prefill = prompt * per_token * act
+    logits = text.vocab_size * 4 * 2
+    frames = 3000 + 8
+    channels = audio.sscp_conv_channel_size[0]
+    sscp = channels * (frames // 2) * (audio.input_feat_size // 2) * 4 * 4
+    conformer = (frames // 4) * audio.hidden_size * 4 * 4 * 3
+    return int((kv + prefill + logits + sscp + conformer) * 1.5)
+
+
+def _meminfo() -> dict[str, int]:
+    values: dict[str, int] = {}
+    try:
+        for line in Path("/proc/meminfo").read_text(encoding="utf-8").splitlines():
+            key, _, rest = line.partition(":")
+            parts = rest.split()
+            if parts and parts[0].isdigit():
+                values[key] = int(parts[0]) * 1024
+    except OSError:
+        pass
+    return values
+
+
+def _cgroup_free() -> int | None:
+    """Memory left under a cgroup v2 limit (containers), if there is one."""
+    base = Path("/sys/fs/cgroup")
+    try:
+        limit = (base / "memory.max").read_text().strip()
+        used = int((base / "memory.current").read_text().strip())
+    except (OSError, ValueError):
+        return None
+    if limit == "max":
+        return None
+    return max(0, int(limit) - used)
+
+
+def free_memory(device: str) -> int | None:
+    """Bytes free for a new model on ``device`` (``None``: unknown).
+
+    CUDA: ``torch.cuda.mem_get_info``. CPU: ``MemAvailable`` from /proc/meminfo (and a
+    cgroup limit when one applies). MPS: the recommended working-set size.
+    """
+    kind = device_kind(device)
+    if kind == "cuda":
+        import torch
+
+        free, _total = torch.cuda.mem_get_info(torch.device(device))
+        return int(free)
+    if kind == "mps":
+        import torch
+
+        try:
+            total = torch.mps.recommended_max_memory()
+            return int(total - torch.mps.current_allocated_memory())
+        except (AttributeError, RuntimeError):
+            return None
+    available = _meminfo().get("MemAvailable")
+    cgroup = _cgroup_free()
+    if available is None:
+        return cgroup
+    return min(available, cgroup) if cgroup is not None else available
+
+
+def reserve_bytes(device: str, free: int) -> int:
+    """Memory kept aside for the runtime itself (CUDA context, allocator slack, the OS)."""
+    if device_kind(device) == "cpu":
+        return min(2 * GIB, max(GIB // 2, free // 10))
+    return GIB // 2 + free // 20
+
+
+def check_fits(estimate: MemoryEstimate, device: str, free: int | None = None) -> None:
+    """Raise ``not-enough-memory`` when the weights plus one batch item cannot fit."""
+    if free is None:
+        free = free_memory(device)
+    if free is None:
+        return
+    need = estimate.weight_bytes + estimate.per_item_bytes + reserve_bytes(device, free)
+    if need <= free:
+        return
+    where = "RAM" if device_kind(device) == "cpu" else f"{device} memory"
+    hint = "Close other programs using it"
+    if device_kind(device) != "cpu":
+        hint += ", or run on the CPU with --device cpu"
+    elif estimate.dtype == "float32":
+        hint += ", or halve the weights' size with --dtype bf16-upcast"
+    raise SubplugError(
+        "not-enough-memory",
+        f"The model needs about {need / GIB:.1f} GiB of {where} "
+        f"({estimate.params / 1e9:.2f} B parameters as {estimate.dtype}), "
+        f"but only {free / GIB:.1f} GiB is free.",
+        hint + ".",
+    )
+
+
+def batch_size_for(
+    estimate: MemoryEstimate, device: str, free: int | None, *, maximum: int | None = None
+) -> int:
+    """Largest batch whose activations fit next to the weights, within ``maximum``
+    (default :data:`MAX_AUTO_BATCH` for the device kind). ``free`` is measured before
+    the weights are loaded. Pure."""
+    cap = maximum or MAX_AUTO_BATCH[device_kind(device)]
+    if free is None:
+        return max(1, min(cap, 4))
+    spare = free - estimate.weight_bytes - reserve_bytes(device, free)
+    return max(1, min(cap, spare // max(1, estimate.per_item_bytes)))
+
+
+def choose_batch_size(estimate: MemoryEstimate, device: str) -> int:
+    """:func:`batch_size_for` with free memory measured now, after loading: the loaded
+    weights are already out of ``free``, so they are not subtracted twice."""
+    free = free_memory(device)
+    if free is None:
+        return batch_size_for(estimate, device, None)
+    loaded = MemoryEstimate(estimate.params, 0, estimate.per_item_bytes, estimate.dtype)
+    return batch_size_for(loaded, device, free)
+
+
+# ----------------------------------------------------------------- OOM back-off
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """True for an accelerator or allocator out-of-memory error."""
+    try:
+        import torch
+
+        if isinstance(error, torch.cuda.OutOfMemoryError):
+            return True
+    except ImportError:
+        pass
+    message = str(error)
+    return isinstance(error, RuntimeError) and (
+        "out of memory" in message.lower() or "can't allocate memory" in message
+    )
+
+
+def release_memory(device: str) -> None:
+    """Return cached accelerator memory to the driver (after an OOM, or on close)."""
+    import gc
+
+    gc.collect()
+    kind = device_kind(device)
+    import torch
+
+    if kind == "cuda" and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    elif kind == "mps" and hasattr(torch, "mps"):
+        torch.mps.empty_cache()
+
+
+def run_with_oom_backoff(
+    items: Sequence[T],
+    batch_size: int,
+    fn: Callable[[Sequence[T]], Sequence[R]],
+    *,
+    on_backoff: Callable[[int], None] | None = None,
+    empty_cache: Callable[[], None] | None = None,
+) -> list[R]:
+    """Apply ``fn`` to ``items`` in batches of ``batch_size``, in order.
+
+    When a batch fails with an out-of-memory error, the cache is emptied, the batch size
+    halves (``on_backoff(new_size)`` is told) and the same items are tried again; the
+    smaller size is kept for the rest. No item is dropped or done twice after success.
+    If a batch of one still runs out of memory, a ``out-of-memory`` SubplugError says so.
+    ``fn`` must return one result per item.
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    clear = empty_cache or _empty_cuda_cache
+    results: list[R] = []
+    size = batch_size
+    start = 0
+    while start < len(items):
+        batch = items[start : start + size]
+        try:
+            out = list(fn(batch))
+        except Exception as error:
+            if not is_out_of_memory(error):
+                raise
+            del error
+            clear()
+            if size == 1:
+                raise SubplugError(
+                    "out-of-memory",
+                    "Out of memory even with one chunk at a time.",
+                    "Free memory on the device (close other programs), use a smaller dtype, "
+                    "or run with --device cpu.",
+                ) from None
+            size = max(1, size // 2)
+            if on_backoff is not None:
+                on_backoff(size)
+            continue
+        if len(out) != len(batch):
+            raise RuntimeError(f"batch function returned {len(out)} results for {len(batch)}")
+        results.extend(out)
+        start += len(batch)
+    return results
+
+
+def _empty_cuda_cache() -> None:
+    import gc
+
+    gc.collect()
+    try:
+        import torch
+    except ImportError:
+        return
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+# ------------------------------------------------------------- compute policy
+
+
+def apply_compute_policy(model: Any, dtype: str, *, min_rows: int = 16) -> int:
+    """For ``bf16-upcast``: make every ``nn.Linear`` of ``model`` compute in float32 when
+    it multiplies at least ``min_rows`` rows (prefill, audio encoder) and in bfloat16
+    otherwise (decoding). Weights stay bfloat16. Returns the layers changed (0 for other
+    dtypes). See docs/performance.md for why."""
+    if dtype != "bf16-upcast":
+        return 0
+    import torch
+    from torch import nn
+
+    def forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+        rows = x.numel() // max(1, x.shape[-1])
+        if rows >= min_rows:
+            bias = None if self.bias is None else self.bias.float()
+            out = nn.functional.linear(x.float(), self.weight.float(), bias)
+            return out.to(x.dtype)
+        return nn.functional.linear(x.to(self.weight.dtype), self.weight, self.bias).to(x.dtype)
+
+    changed = 0
+    for module in model.modules():
+        if type(module) is nn.Linear:
+            module.forward = forward.__get__(module, nn.Linear)  # type: ignore[method-assign]
+            changed += 1
+    return changed
+
+
+def describe_bytes(count: int) -> str:
+    """``1.2 GiB`` / ``340 MiB`` for messages."""
+    if count >= GIB:
+        return f"{count / GIB:.1f} GiB"
+    return f"{count / 1024**2:.0f} MiB"
+
+
+__all__ = [
+    "CPU_DEFAULT_DTYPE",
+    "MemoryEstimate",
+    "activation_bytes",
+    "apply_compute_policy",
+    "batch_size_for",
+    "check_fits",
+    "choose_batch_size",
+    "choose_device",
+    "choose_dtype",
+    "configure_threads",
+    "count_params",
+    "describe_bytes",
+    "device_kind",
+    "dtype_bytes",
+    "estimate_memory",
+    "free_memory",
+    "is_out_of_memory",
+    "physical_cores",
+    "release_memory",
+    "resolve_device",
+    "run_with_oom_backoff",
+    "torch_dtype",
+    "validate_options",
+]
+
