@@ -389,6 +389,9 @@ def _pieces(
                 decoded += 1
                 for out in outputs:
                     yield out.to_ndarray().reshape(-1)
+        # The resampler holds up to one output frame back: flush it.
+        for out in resampler.resample(None):
+            yield out.to_ndarray().reshape(-1)
     finally:
         container.close()
     if not decoded:
