@@ -815,6 +815,9 @@ class FakeHub:
         self.requests: list[tuple[str, str]] = []
         self.cut_at: int | None = None  # drop the connection after this many body bytes
         self.down = False
+        # Files whose connection was cut: the server answers 503 for them from then on,
+        # while the other files (fetched in parallel) keep arriving.
+        self.broken: set[str] = set()
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -875,8 +878,10 @@ class FakeHub:
                         "X-Repo-Commit": commit,
                         "ETag": f'"{hashlib.sha256(data).hexdigest()}"',
                     }
+                    if m[3] in hub.broken:
+                        return self.send(503, b"down", {}, head)
                     if hub.cut_at is not None and not head and len(data) > hub.cut_at:
-                        hub.down = True
+                        hub.broken.add(m[3])
                         self.send_response(200)
                         for key, value in headers.items():
                             self.send_header(key, value)
@@ -919,7 +924,8 @@ def test_pull_through_huggingface_hub_resumes_file_by_file(
     assert "subplug models import" in (err.value.hint or "")
     assert complete_names() == []
 
-    fake_hub.cut_at, fake_hub.down = None, False
+    fake_hub.cut_at = None
+    fake_hub.broken.clear()
     fake_hub.requests.clear()
     entry = cache.pull("gemma-3n-e2b-it", downloader=dl)
     assert entry.complete and entry.revision == "a" * 40
