@@ -287,9 +287,11 @@ def script_counts(text: str) -> tuple[int, int]:
         code = ord(char)
         if 0x0400 <= code <= 0x052F or 0x1C80 <= code <= 0x1C8F or 0xA640 <= code <= 0xA69F:
             cyrillic += 1
-        elif code < 0x0250 or 0x1E00 <= code <= 0x1EFF:
-            latin += 1
-        elif unicodedata.name(char, "").startswith("LATIN"):
+        elif (
+            code < 0x0250
+            or 0x1E00 <= code <= 0x1EFF
+            or unicodedata.name(char, "").startswith("LATIN")
+        ):
             latin += 1
     return cyrillic, latin
 
@@ -297,7 +299,7 @@ def script_counts(text: str) -> tuple[int, int]:
 def detect_language(text: str, *, strong: bool = False) -> str | None:
     """``mn`` when most letters are Cyrillic, ``en`` when most are Latin, else ``None``.
 
-    Digits, punctuation and whitespace are ignored, so ``"2024 онд Google-д"`` is
+    Digits, punctuation and whitespace are ignored, so ``"2024 онд Google компани"`` is
     ``mn``. A tie or a text without letters is ``None``. With ``strong=True`` the
     winning script must hold at least :data:`STRONG_SHARE` of the letters. (Any
     Cyrillic text counts as Mongolian: it is the only Cyrillic language we produce.)
@@ -347,11 +349,11 @@ _QUALIFIERS = (
     r"(?:\s*\([^()\n]{0,40}\))?"
 )
 _LABEL = re.compile(
-    r"^\s*(?P<heading>\#{1,6}\s*)?(?P<open>[*_]{1,3})?\s*\[?\s*"
+    r"^\s*(?P<heading>\#{1,6}\s*)?(?P<open>[*_]{1,3})?\s*(?P<lbr>\[)?\s*"
     r"(?P<name>english|eng|en|mongolian|mongol|mon|mn"
     r"|англи(?:\s+хэл(?:ээр|ний)?)?|монгол(?:\s+хэл(?:ээр|ний)?)?)"
     + _QUALIFIERS
-    + r"\s*\]?\s*(?P<close1>[*_]{1,3})?\s*(?P<colon>[:：])?\s*(?P<close2>[*_]{1,3})?"
+    + r"\s*(?P<rbr>\])?\s*(?P<close1>[*_]{1,3})?\s*(?P<colon>[:：])?\s*(?P<close2>[*_]{1,3})?"
     r"[ \t]*(?P<rest>.*)$",
     re.IGNORECASE,
 )
@@ -415,11 +417,9 @@ def parse_output(text: str, task: Task, source: str | None) -> dict[str, str]:
         # No letters anywhere (numbers, punctuation): only the task can say.
         lang = expected[0] if expected else None
         return {lang: " ".join(undecided)} if lang else {}
-    if len(expected) == 1 and expected[0] in found:
-        lang = expected[0]
-    else:
-        # Source unknown, or the answer is in the other language: the first one found.
-        lang = _order(found, blocks)[0]
+    # Source unknown, or the answer is in the other language: the first one found.
+    expected_found = len(expected) == 1 and expected[0] in found
+    lang = expected[0] if expected_found else _order(found, blocks)[0]
     if len(found) == 1 and not any(block.labelled for block in blocks):
         return {lang: " ".join(block.text for block in blocks)}
     return {lang: found[lang]}
@@ -460,8 +460,10 @@ def _clean(text: str) -> str:
     return "\n".join(line for line in text.split("\n") if not _FENCE.match(line))
 
 
-def _label(line: str) -> tuple[str, str] | None:
-    """``(language, rest of line)`` when ``line`` is a language label."""
+def _label(line: str) -> tuple[str, str, bool] | None:
+    """``(language, rest of line, marked)`` when ``line`` is a language label;
+    ``marked`` says it had a heading, colon, bold or brackets (a plain ``English`` on
+    its own line is a label only if text follows it)."""
     match = _LABEL.match(line)
     if match is None:
         return None
@@ -471,45 +473,25 @@ def _label(line: str) -> tuple[str, str] | None:
         return None
     rest = match["rest"].strip()
     bold = bool(match["open"] and (match["close1"] or match["close2"]))
-    if len(name) <= 3 and not (match["heading"] or match["colon"] or bold):
+    bracketed = bool(match["lbr"] and match["rbr"])
+    marked = bool(match["heading"] or match["colon"] or bold or bracketed)
+    if len(name) <= 3 and not marked:
         return None  # a bare "en" or "mn" on a line is more likely text than a label
-    if rest and not (match["colon"] or bold):
+    if rest and not (match["colon"] or bold or bracketed):
         return None  # "English is spoken here." is text, not a label
-    return lang, rest
+    return lang, rest, marked
 
 
-def _blocks(text: str) -> list[_Block]:
-    """Split cleaned text into language blocks, in order."""
-    sections: list[tuple[str | None, list[str]]] = [(None, [])]
-    for line in text.split("\n"):
-        if _BARE_HEADING.match(line):
-            sections[-1][1].append("")
-            continue
-        label = _label(line)
-        if label is not None:
-            lang, rest = label
-            sections.append((lang, [rest] if rest else []))
-            continue
-        sections[-1][1].append("" if _RULE.match(line) else line)
-
-    blocks: list[_Block] = []
-    for lang, lines in sections:
-        if lang is None:
-            blocks.extend(_unlabelled(lines))
-            continue
-        body = normalise_whitespace(" ".join(lines))
-        if not body:
-            continue
-        plain = detect_language(body, strong=True)
-        if plain is not None and plain != lang:
-            lang = plain
-        blocks.append(_Block(lang, body, True))
-    return blocks
+@dataclass
+class _Section:
+    lang: str | None
+    lines: list[str]
+    line: str = ""
+    """The label line itself."""
+    marked: bool = True
 
 
-def _unlabelled(lines: Sequence[str]) -> list[_Block]:
-    """Paragraphs of unlabelled text grouped by script; paragraphs whose script is not
-    clear join their neighbour."""
+def _paragraphs(lines: Sequence[str]) -> list[str]:
     paragraphs: list[str] = []
     current: list[str] = []
     for line in [*lines, ""]:
@@ -518,6 +500,65 @@ def _unlabelled(lines: Sequence[str]) -> list[_Block]:
         elif current:
             paragraphs.append(normalise_whitespace(" ".join(current)))
             current = []
+    return paragraphs
+
+
+def _blocks(text: str) -> list[_Block]:
+    """Split cleaned text into language blocks, in order."""
+    sections = [_Section(None, [])]
+    for line in text.split("\n"):
+        if _BARE_HEADING.match(line):
+            sections[-1].lines.append("")
+            continue
+        label = _label(line)
+        if label is not None:
+            lang, rest, marked = label
+            sections.append(_Section(lang, [rest] if rest else [], line, marked))
+            continue
+        sections[-1].lines.append("" if _RULE.match(line) else line)
+    # A plain language name with nothing under it is text ("English" said aloud).
+    merged: list[_Section] = []
+    for section in sections:
+        body = any(line.strip() for line in section.lines)
+        if section.lang is not None and not section.marked and not body and merged:
+            merged[-1].lines.append(section.line)
+            continue
+        merged.append(section)
+
+    blocks: list[_Block] = []
+    for section in merged:
+        if section.lang is None:
+            blocks.extend(_unlabelled(section.lines))
+            continue
+        paragraphs = _paragraphs(section.lines)
+        if not paragraphs:
+            continue
+        # Paragraphs plainly in another script than the section's first one were
+        # left without their own label: they are unlabelled text.
+        reference = detect_language(paragraphs[0], strong=True) or section.lang
+        split = next(
+            (
+                k
+                for k, paragraph in enumerate(paragraphs[1:], start=1)
+                if detect_language(paragraph, strong=True) not in (None, reference)
+            ),
+            len(paragraphs),
+        )
+        body = " ".join(paragraphs[:split])
+        lang = section.lang
+        plain = detect_language(body, strong=True)
+        if plain is not None and plain != lang:
+            lang = plain
+        blocks.append(_Block(lang, body, True))
+        if split < len(paragraphs):
+            blocks.extend(_unlabelled([line for p in paragraphs[split:] for line in (p, "")]))
+    return blocks
+
+
+def _unlabelled(lines: Sequence[str]) -> list[_Block]:
+    """Paragraphs of unlabelled text grouped by script; paragraphs whose script is not
+    clear join their neighbour."""
+    paragraphs = _paragraphs(lines)
     groups: list[tuple[str | None, list[str]]] = []
     for paragraph in paragraphs:
         lang = detect_language(paragraph, strong=True)
