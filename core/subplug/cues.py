@@ -46,35 +46,40 @@ DEFAULT_MAX_CHARS = 42
 
 # --------------------------------------------------------------------- word lists
 
-EN_BREAK_BEFORE: frozenset[str] = frozenset(
+
+def _word_set(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+EN_BREAK_BEFORE: frozenset[str] = _word_set(
     """and but or nor so yet because although though while whereas unless until since
     that which who whom whose when where why how if whether than as to of in on at for
     with from by about into onto over under after before between through during without
-    within against among across along around behind beyond like""".split()
+    within against among across along around behind beyond like"""
 )
 """English conjunctions and prepositions: a line may start with one."""
 
-EN_NO_LINE_END: frozenset[str] = EN_BREAK_BEFORE | frozenset(
+EN_NO_LINE_END: frozenset[str] = EN_BREAK_BEFORE | _word_set(
     """a an the my your his her its our their this these those some any no every each
-    mr mrs ms dr st jr prof vs i i'm i'll i've i'd""".split()
+    mr mrs ms dr st jr prof vs i i'm i'll i've i'd"""
 )
 """English words a line should not end with (they belong to what follows)."""
 
-MN_BREAK_BEFORE: frozenset[str] = frozenset(
+MN_BREAK_BEFORE: frozenset[str] = _word_set(
     """ба болон бөгөөд гэхдээ харин тэгээд тэгэхээр тэгэхэд гэвч эсвэл буюу хэрэв хэрвээ
-    тиймээс иймээс гэтэл мөн бас хэдийгээр түүнчлэн учир яагаад""".split()
+    тиймээс иймээс гэтэл мөн бас хэдийгээр түүнчлэн учир яагаад"""
 )
 """Mongolian conjunctions that open a clause: a line may start with one."""
 
-MN_BREAK_AFTER: frozenset[str] = frozenset(
+MN_BREAK_AFTER: frozenset[str] = _word_set(
     """учраас тул гэж гэвэл бол ч дээр доор дотор хойно өмнө хамт тухай руу рүү уруу үрүү
-    шиг хүртэл хойш болохоор""".split()
+    шиг хүртэл хойш болохоор"""
 )
 """Mongolian clause-final particles and postpositions (Mongolian puts them after the
 word they govern, so a line may end with one)."""
 
-MN_NO_LINE_START: frozenset[str] = frozenset(
-    """нь ч л юм уу үү вэ бэ шүү даа дээ биз байна байсан юмаа""".split()
+MN_NO_LINE_START: frozenset[str] = _word_set(
+    """нь ч л юм уу үү вэ бэ шүү даа дээ биз байна байсан юмаа"""
 )
 """Mongolian enclitics and auxiliaries that lean on the word before them: a line should
 not start with one."""
@@ -433,7 +438,7 @@ class _Segmenter:
 
     def pieces(self, cuts: Sequence[int], langs: Sequence[str]) -> list[_Piece]:
         pieces = []
-        for i, j in zip(cuts, cuts[1:]):
+        for i, j in zip(cuts, cuts[1:], strict=False):
             lines = {}
             for lang in langs:
                 a, b = self.maps[lang][i], self.maps[lang][j]
@@ -513,7 +518,7 @@ def _time_pieces(
             starts[i] = min(starts[i], max(ends[i] - need[i], lower))
     for i in range(k):
         ends[i] = min(ends[i], starts[i] + options.max_duration)
-    times = list(zip(starts, ends))
+    times = list(zip(starts, ends, strict=True))
     if _valid(times, chunk_start, chunk_end, gap):
         return times
     return _even(k, pieces[0].start, pieces[-1].end, chunk_start, chunk_end, gap, options)
@@ -590,7 +595,7 @@ def chunk_cues(transcript: Transcript, options: CueOptions) -> dict[str, list[Cu
         for lang in group_langs:
             result[lang] = [
                 Cue(start, end, piece.lines[lang])
-                for piece, (start, end) in zip(pieces, times)
+                for piece, (start, end) in zip(pieces, times, strict=True)
             ]
     return result
 

@@ -27,7 +27,6 @@ from subplug.types import (
     JobEvent,
     SubtitleFormat,
     Task,
-    Track,
     Tracks,
     Transcript,
 )
@@ -185,7 +184,8 @@ class Engine:
 
     def generate(self, media: Path, options: GenerateOptions) -> Tracks:
         """Subtitle tracks for ``media``; writes nothing but the journal."""
-        from subplug import cues, media as media_module, segment
+        from subplug import cues, segment
+        from subplug import media as media_module
 
         options = validate(options)
         media = Path(media)
@@ -205,8 +205,16 @@ class Engine:
         duration = len(samples) / SAMPLE_RATE
 
         self.emit("stage", media, stage="vad")
-        regions = segment.speech_regions(samples, threshold=options.vad_threshold)
-        plan = segment.plan_chunks(regions, total=duration, max_chunk=options.max_chunk)
+        scores = segment.speech_probabilities(
+            samples,
+            on_progress=lambda done, total: self.emit(
+                "vad-progress", media, seconds=round(done, 2), total=round(total, 2)
+            ),
+        )
+        regions = segment.regions_from_scores(scores, threshold=options.vad_threshold)
+        plan = segment.plan_chunks(
+            regions, total=duration, max_chunk=options.max_chunk, scores=scores
+        )
         warnings: list[str] = []
         if not plan:
             message = "No speech found; no subtitles were made."
@@ -340,10 +348,10 @@ class Engine:
             _request(chunk, *prompts.first_request(options.source, options.targets))
             for chunk in chunks
         ]
-        answers = backend.generate(first)
+        answers = _answers(backend, first)
         parsed: list[tuple[str | None, dict[str, str], list[str]]] = []
         followups: list[tuple[int, BackendRequest]] = []
-        for i, (request, answer) in enumerate(zip(first, answers)):
+        for i, (request, answer) in enumerate(zip(first, answers, strict=True)):
             texts = prompts.parse_output(answer, request.task, request.source)
             source = request.source
             if source is None:
@@ -356,15 +364,15 @@ class Engine:
                 if step is not None:
                     followups.append((i, _request(chunks[i], *step)))
         if followups:
-            more = backend.generate([request for _, request in followups])
-            for (i, request), answer in zip(followups, more):
+            more = _answers(backend, [request for _, request in followups])
+            for (i, request), answer in zip(followups, more, strict=True):
                 source, texts, raw = parsed[i]
                 for lang, text in prompts.parse_output(answer, request.task, source).items():
                     texts.setdefault(lang, text)
                 raw.append(answer)
         return [
             Transcript(chunk.span, source, texts, tuple(raw))
-            for chunk, (source, texts, raw) in zip(chunks, parsed)
+            for chunk, (source, texts, raw) in zip(chunks, parsed, strict=True)
         ]
 
     def _progress(self, media: Path, done: int, total: int, resumed: int) -> None:
@@ -388,6 +396,17 @@ def _request(chunk: AudioChunk, task: Task, instruction: str, source: str | None
         source=source,
         max_new_tokens=prompts.max_new_tokens_for(chunk.duration, task),
     )
+
+
+def _answers(backend: Backend, requests: Sequence[BackendRequest]) -> list[str]:
+    """The backend's answers, checked: one string per request (a plugin bug otherwise)."""
+    answers = list(backend.generate(requests))
+    if len(answers) != len(requests):
+        raise RuntimeError(
+            f"backend {backend.name!r} returned {len(answers)} answers for "
+            f"{len(requests)} requests"
+        )
+    return answers
 
 
 def _chunk(samples: Any, span: ChunkSpan) -> AudioChunk:

@@ -261,7 +261,7 @@ def write_files(items: Sequence[tuple[Path, str]], *, overwrite: bool) -> list[P
                 os.fsync(stream.fileno())
             os.chmod(name, _new_file_mode())
         written = []
-        for (path, _), temp in zip(items, temps):
+        for (path, _), temp in zip(items, temps, strict=True):
             current = path
             _commit(temp, path, overwrite=overwrite)
             written.append(path)

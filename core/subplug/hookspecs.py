@@ -10,7 +10,8 @@ Plugins implement hooks with ``@subplug.hookimpl`` and are registered through th
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import pluggy
 

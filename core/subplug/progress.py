@@ -50,8 +50,6 @@ class JsonlEvents:
 
     @hookimpl
     def subplug_job_event(self, event: JobEvent) -> None:
-        if event.kind == "decode-progress":
-            return
         self._write(event_to_dict(event))
 
     def fatal(self, error: SubplugError) -> None:

@@ -98,11 +98,12 @@ _model_lock = threading.Lock()
 _model: Any = None
 
 
-def _vad_model() -> Any:
-    """The process's silero-vad model, loaded once from the wheel's own files.
+def load_vad() -> Any:
+    """The process's silero-vad model, loaded once from the wheel's own files (offline).
 
     Importing ``silero_vad`` calls ``torch.set_num_threads(1)``; the caller's thread
-    setting (which a backend may rely on) is put back.
+    setting (which a backend may rely on) is put back. Raises ``ImportError`` when
+    silero-vad (or torch) is not installed.
     """
     global _model
     if _model is None:
@@ -147,7 +148,7 @@ def speech_probabilities(
 
     block_samples = _BLOCK_WINDOWS * VAD_WINDOW
     with _model_lock, torch.inference_mode():
-        model = _vad_model()
+        model = load_vad()
         model.reset_states()
         frame = 0
         for block_start in range(0, n, block_samples):

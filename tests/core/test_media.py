@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from subplug import media
 from subplug.errors import SubplugError
 from subplug.testing.media import (

@@ -6,7 +6,6 @@ import types
 
 import pluggy
 import pytest
-
 from subplug import plugins
 from subplug.errors import SubplugError
 from subplug.hookspecs import hookimpl

@@ -6,7 +6,8 @@ from __future__ import annotations
 import importlib.metadata
 import shutil
 import sys
-from typing import Callable
+import time
+from collections.abc import Callable
 
 from subplug.hookspecs import hookimpl
 from subplug.types import CheckResult, CheckStatus, DoctorCheck
@@ -20,8 +21,6 @@ AUDIO_DECODERS = ("aac", "mp3", "opus", "vorbis", "flac", "pcm_s16le", "ac3", "a
 
 def check_python() -> CheckResult:
     version = ".".join(map(str, sys.version_info[:3]))
-    if sys.version_info < (3, 10):
-        return CheckResult(FAIL, f"Python {version}", "subplug needs Python 3.10 or newer.")
     return CheckResult(OK, f"Python {version} ({sys.executable})")
 
 
@@ -112,16 +111,36 @@ def check_ffmpeg() -> CheckResult:
 
 
 def check_vad() -> CheckResult:
+    """Load silero-vad from its wheel and run it on one second of silence."""
     try:
-        importlib.metadata.version("silero-vad")
-        from subplug import segment
+        version = importlib.metadata.version("silero-vad")
+    except importlib.metadata.PackageNotFoundError:
+        return CheckResult(
+            FAIL, "speech detection (silero-vad) is not installed", "pip install silero-vad"
+        )
+    import numpy as np
 
+    from subplug import segment
+
+    started = time.perf_counter()
+    try:
         segment.load_vad()
+        scores = segment.speech_probabilities(np.zeros(16_000, dtype=np.float32))
     except Exception as exc:
         return CheckResult(
-            FAIL, f"speech detection (silero-vad) unavailable: {exc}", "pip install silero-vad"
+            FAIL,
+            f"silero-vad {version} does not run: {type(exc).__name__}: {exc}",
+            "Reinstall it: pip install --force-reinstall silero-vad",
         )
-    return CheckResult(OK, f"silero-vad {importlib.metadata.version('silero-vad')} loads")
+    peak = float(scores.values.max(initial=0.0))
+    seconds = time.perf_counter() - started
+    if peak >= 0.5:
+        return CheckResult(
+            WARN,
+            f"silero-vad {version} hears speech in silence (p={peak:.2f})",
+            "Reinstall silero-vad; subtitles may appear over silence.",
+        )
+    return CheckResult(OK, f"silero-vad {version} loads and runs ({seconds:.2f} s)")
 
 
 def check_cache() -> CheckResult:

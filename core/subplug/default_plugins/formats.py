@@ -3,7 +3,7 @@ one file), ``srt`` and ``vtt`` (one file per language)."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from subplug.hookspecs import hookimpl
 from subplug.types import SubtitleFormat

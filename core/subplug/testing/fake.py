@@ -14,14 +14,16 @@ from typing import Any
 from subplug.hookspecs import hookimpl
 from subplug.types import Backend, BackendOptions, BackendRequest, Task
 
-EN_WORDS = (
+_EN_TEXT = (
     "the quick brown fox jumps over a lazy dog and then runs into the forest "
     "where birds sing while the river flows past old stones under a bright sky"
-).split()
-MN_WORDS = (
+)
+_MN_TEXT = (
     "хурдан бор үнэг залхуу нохойн дээгүүр үсэрч дараа нь ой руу гүйнэ "
     "тэнд шувууд дуулж гол хуучин чулуудын хажуугаар тод тэнгэрийн доор урсана"
-).split()
+)
+EN_WORDS: tuple[str, ...] = tuple(_EN_TEXT.split())
+MN_WORDS: tuple[str, ...] = tuple(_MN_TEXT.split())
 
 
 def fake_text(words: Sequence[str], chunk_index: int, seconds: float) -> str:
