@@ -9,6 +9,8 @@
 --   overwrite=true     generate again even when subtitles exist
 --   report='/path'     write the result of each file as JSON lines to this file
 --   quit=true          quit VLC after the first file
+--   play=true          resume playback once the subtitles are shown (start VLC
+--                      with --start-paused to have them from the first frame)
 --   stop_after=N       stop the job after N seconds (to try cancelling)
 
 local bridge = require("subplug_bridge")
@@ -71,15 +73,12 @@ local ui = {
         end
     end,
     should_stop = function()
-        if vlc.misc.should_die() then
-            return true
-        end
         local limit = tonumber(options.stop_after)
         return limit ~= nil and (vlc.misc.mdate() - started) / 1e6 >= limit
     end,
 }
 
-while not vlc.misc.should_die() do
+while not bridge.should_die() do
     local P = bridge.player()
     local item = P and P.item and P.item()
     local uri = item and item:uri()
@@ -99,6 +98,9 @@ while not vlc.misc.should_die() do
         if options.quit then
             vlc.misc.quit()
             break
+        end
+        if options.play then
+            vlc.playlist.play()
         end
     end
     bridge.sleep(0.1)

@@ -776,14 +776,44 @@ end
 
 -- ----------------------------------------------------------------------- sleeping
 
+--- True once VLC asked this script to stop (quit, extension deactivated).
+M.interrupted = false
+
+--- Wait `seconds`. Returns false (and sets M.interrupted) when VLC interrupts the
+-- wait because it is shutting the script down; callers then stop what they do.
+-- Once interrupted, VLC's wait returns at once, so later waits use the system's.
 function M.sleep(seconds)
-    if vlc and vlc.misc and vlc.misc.mwait and vlc.misc.mdate then
-        vlc.misc.mwait(vlc.misc.mdate() + math.floor(seconds * 1000000))
-        return
+    if not M.interrupted and vlc and vlc.misc and vlc.misc.mwait and vlc.misc.mdate then
+        -- VLC 3 and 4 raise "Interrupted." from mwait when the script must end.
+        if pcall(vlc.misc.mwait, vlc.misc.mdate() + math.floor(seconds * 1000000)) then
+            return true
+        end
+        M.interrupted = true
+        return false
     end
-    local deadline = os.clock() + seconds
-    repeat
-    until os.clock() >= deadline
+    if not is_windows() then
+        -- Whole milliseconds, written without "%f": VLC sets the user's locale,
+        -- which may use a decimal comma that sleep(1) does not read.
+        local ms = math.max(0, math.floor(seconds * 1000 + 0.5))
+        os.execute(string.format("sleep %d.%03d", math.floor(ms / 1000), ms % 1000))
+    else
+        local deadline = os.clock() + seconds
+        repeat
+        until os.clock() >= deadline
+    end
+    return not M.interrupted
+end
+
+--- Whether VLC wants this script to end (VLC 2 and 4 have should_die; VLC 3
+-- signals it through an interrupted wait, see M.sleep).
+function M.should_die()
+    if M.interrupted then
+        return true
+    end
+    if vlc and vlc.misc and vlc.misc.should_die then
+        return vlc.misc.should_die() and true or false
+    end
+    return false
 end
 
 -- ----------------------------------------------------------------------- the job
@@ -1176,7 +1206,7 @@ function M.generate_for_current(ui, opts)
             if ui.tick then
                 ui.tick()
             end
-            if ui.should_stop and ui.should_stop() then
+            if M.should_die() or (ui.should_stop and ui.should_stop()) then
                 job:cancel()
                 break
             end
