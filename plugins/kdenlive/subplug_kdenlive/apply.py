@@ -22,8 +22,8 @@ from subplug.errors import SubplugError
 from subplug.types import GenerateOptions, JobEvent, StyleOptions, Track
 
 from subplug_kdenlive import safety, subtitle_track, timing
-from subplug_kdenlive.audio import render_timeline_audio
-from subplug_kdenlive.project import KdenliveProject
+from subplug_kdenlive.audio import melt_binary, render_timeline_audio
+from subplug_kdenlive.project import BinClip, KdenliveProject
 from subplug_kdenlive.subtitle_track import Layout
 
 EventSink = Callable[[JobEvent], None]
@@ -67,11 +67,16 @@ def prepare(
     request: ApplyRequest,
 ) -> tuple[KdenliveProject, subtitle_track.SubtitlePlan, tuple[str, ...]]:
     """Steps 1–3: the checked project, its plan and warnings (raises on problems)."""
+    from subplug.engine import validate
+
     project = KdenliveProject.load(request.project)
     opened = safety.ensure_closed(project.path, force=request.force)
+    validate(request.generate)
     subtitle_plan = subtitle_track.plan(project, request.generate.targets, request.layout)
     subtitle_track.edits(project, subtitle_plan, version=_version(), force=request.force)
-    if request.clip is not None:
+    if request.clip is None:
+        melt_binary()
+    else:
         clip = find_clip(project, request.clip)
         if not clip.resource.exists():
             raise SubplugError(
@@ -90,7 +95,7 @@ def prepare(
     return project, subtitle_plan, opened.warnings
 
 
-def find_clip(project: KdenliveProject, clip_id: str):  # type: ignore[no-untyped-def]
+def find_clip(project: KdenliveProject, clip_id: str) -> BinClip:
     """The bin clip with Kdenlive id ``clip_id`` (a ``kdenlive-unknown-clip`` error
     lists the ids there are)."""
     clips = project.bin_clips()
@@ -112,36 +117,47 @@ def make_tracks(
     events: EventSink | None = None,
     engine_factory: Callable[..., object] | None = None,
 ) -> dict[str, Track]:
-    """Step 4: subtitle tracks on the timeline's clock."""
-    from subplug.engine import Engine
+    """Step 4: subtitle tracks on the timeline's clock.
+
+    The model is loaded first, so a missing or broken model is reported before melt
+    spends time rendering the timeline."""
+    from subplug.engine import Engine, validate
 
     factory = engine_factory or Engine
-    with tempfile.TemporaryDirectory(prefix="subplug-kdenlive-") as folder:
-        options = replace(request.generate, out_dir=Path(folder), overwrite=True)
-        if request.clip is None:
-            media = Path(folder) / f"{project.path.stem}-timeline.wav"
-            if events is not None:
-                events(JobEvent("stage", media, {"stage": "render-timeline"}))
-            render_timeline_audio(
-                project.path,
-                media,
-                on_percent=(lambda p: events(JobEvent("render-progress", media, {"percent": p})))
-                if events is not None
-                else None,
-            )
-        else:
-            media = find_clip(project, request.clip).resource
-        engine = factory(events=events)
-        try:
+    engine = factory(events=events)
+    try:
+        with tempfile.TemporaryDirectory(prefix="subplug-kdenlive-") as folder:
+            options = validate(replace(request.generate, out_dir=Path(folder), overwrite=True))
+            load_backend = getattr(engine, "backend", None)
+            if load_backend is not None:
+                load_backend(options)
+            if request.clip is None:
+                media = Path(folder) / f"{project.path.stem}-timeline.wav"
+                _render_timeline(project, media, events)
+            else:
+                media = find_clip(project, request.clip).resource
             generated = engine.generate(media, options)  # type: ignore[attr-defined]
-        finally:
-            close = getattr(engine, "close", None)
-            if close is not None:
-                close()
+    finally:
+        close = getattr(engine, "close", None)
+        if close is not None:
+            close()
     tracks = dict(generated.tracks)
     if request.clip is not None:
         tracks = timing.place_tracks(tracks, project.placements(request.clip), project.profile.fps)
     return tracks
+
+
+def _render_timeline(project: KdenliveProject, media: Path, events: EventSink | None) -> None:
+    """melt renders the timeline's sound to ``media``, reporting progress as events."""
+    if events is None:
+        render_timeline_audio(project.path, media)
+        return
+    events(JobEvent("stage", media, {"stage": "render-timeline"}))
+    render_timeline_audio(
+        project.path,
+        media,
+        on_percent=lambda percent: events(JobEvent("render-progress", media, {"percent": percent})),
+    )
 
 
 def write(

@@ -2,8 +2,10 @@
 
 The timeline is rendered by melt, MLT's command-line player, which plays a ``.kdenlive``
 file exactly as Kdenlive renders it (same mixing, muted tracks, clip speed, effects):
-``melt PROJECT -consumer avformat:OUT.wav video_off=1 ar=16000 ac=1``. melt reports
-progress on stderr as ``Current Frame: N, percentage: P``.
+``melt PROJECT -consumer avformat:OUT.wav video_off=1 ar=16000 ac=1 real_time=-1``.
+``real_time=-1`` turns frame dropping off (MLT's consumers drop frames to keep up with
+the clock by default, which would leave holes in the sound on a busy machine). melt
+reports progress on stderr as ``Current Frame: N, percentage: P``.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ def render_timeline_audio(
         "ar=16000",
         "ac=1",
         "acodec=pcm_s16le",
+        "real_time=-1",
     ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     tail = bytearray()

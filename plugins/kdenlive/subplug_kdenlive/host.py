@@ -5,10 +5,13 @@ Kdenlive's custom clip jobs (read in KDE/kdenlive ``src/dialogs/clipjobmanager.c
 Kdenlive's data folder (``~/.local/share/kdenlive``), one entry per job id in the groups
 ``Ids`` (the menu text), ``Binary`` (an absolute path; Kdenlive checks it exists),
 ``Parameters`` (split on spaces, then ``{source}`` and ``{output}`` replaced) and
-``Output`` (the extension of ``{output}``, which is the clip's folder + its base name +
-that extension). Kdenlive reads progress from the job's stderr lines
-``percentage: N`` and adds ``{output}`` to the bin when the job succeeds. In Kdenlive,
-right-click a clip in the Project Bin > Clip Jobs > Generate EN/MN subtitles.
+``Output`` (the extension of ``{output}``, which is the clip's folder + the part of its
+file name before the first dot + that extension, with ``-0001`` added when that file
+exists); newer versions also read ``EnabledTypes`` (letters ``v``, ``a``, ``i``: the clip
+types the job is offered for) and ``Description``. Kdenlive reads progress from the
+job's stderr lines ``percentage: N`` and adds ``{output}`` to the bin when the job
+succeeds. In Kdenlive, right-click a clip in the Project Bin > Clip Jobs > Generate EN/MN
+subtitles.
 
 Custom clip jobs are not in Kdenlive 22.12 (Debian 12); the class is dated 2022 and we
 take 23.04 as the first version with them. For older versions ``install`` explains the
@@ -35,7 +38,13 @@ JOB_ID = "{7d5c2b8e-5b1f-4a3c-9c57-5375627c7567}"
 JOB_NAME = "Generate EN/MN subtitles"
 JOB_PARAMETERS = "kdenlive job {source} {output}"
 JOB_OUTPUT = ".en-mn.ass"
-GROUPS = ("Ids", "Binary", "Parameters", "Output")
+#: Offered for video and audio clips, not images.
+JOB_TYPES = "va"
+JOB_DESCRIPTION = (
+    "Writes English/Mongolian subtitles next to the clip: NAME.en-mn.ass (both languages) "
+    "and NAME.en.srt, NAME.mn.srt. Import one with Project > Subtitles > Import Subtitle File."
+)
+GROUPS = ("Ids", "Binary", "Parameters", "Output", "EnabledTypes", "Description")
 APPLY_HINT = (
     "Use: subplug kdenlive apply PROJECT.kdenlive (save and close the project in Kdenlive "
     "first); it writes the subtitles into the project in the format your Kdenlive reads."
@@ -218,6 +227,8 @@ class KdenliveHost:
             "Binary": subplug_binary(),
             "Parameters": JOB_PARAMETERS,
             "Output": JOB_OUTPUT,
+            "EnabledTypes": JOB_TYPES,
+            "Description": JOB_DESCRIPTION,
         }
         safety.write_atomic(path, set_job(text, entries).encode("utf-8"))
         return HostStatus(

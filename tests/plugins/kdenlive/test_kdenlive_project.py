@@ -71,8 +71,10 @@ def test_second_apply_replaces_its_own_track(fixture_copy, hand_tracks) -> None:
     path = fixture_copy("test-mix.kdenlive")
     apply.write(KdenliveProject.load(path), hand_tracks, stamp="20260101-000000")
     once = path.read_bytes()
-    later = {"en": Track("en", (Cue(5.0, 6.0, ("Later.",)),)),
-             "mn": Track("mn", (Cue(5.0, 6.0, ("Дараа.",)),))}
+    later = {
+        "en": Track("en", (Cue(5.0, 6.0, ("Later.",)),)),
+        "mn": Track("mn", (Cue(5.0, 6.0, ("Дараа.",)),)),
+    }
     result = apply.write(KdenliveProject.load(path), later, stamp="20260101-000001")
     assert result.replaced == (path.with_name("test-mix.kdenlive.srt.bak-20260101-000001"),)
     edited = KdenliveProject.load(path)
