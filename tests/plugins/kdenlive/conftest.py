@@ -41,3 +41,28 @@ def hand_tracks() -> dict[str, Track]:
         "en": Track("en", (Cue(1.0, 2.5, ("Hello world.",)), Cue(3.0, 4.4, ("Second line.",)))),
         "mn": Track("mn", (Cue(1.0, 2.6, ("Сайн байна уу.",)), Cue(3.0, 4.4, ("Хоёр дахь мөр.",)))),
     }
+
+
+@pytest.fixture(scope="session")
+def melt() -> str:
+    """The real melt (MLT's command-line player), or a skip saying it is missing."""
+    found = shutil.which("melt")
+    if found is None:
+        pytest.skip("melt not installed (Debian/Ubuntu: apt install melt)")
+    return found
+
+
+@pytest.fixture(scope="session")
+def media_tools() -> None:
+    """ffmpeg and espeak-ng, which make the speech clips, or a skip saying which is missing."""
+    missing = [tool for tool in ("ffmpeg", "espeak-ng") if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"{' and '.join(missing)} not installed (needed to make speech clips)")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Gemma 3n built offline (its text is gibberish, its timing is real)."""
+    from subplug.testing.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-gemma3n"))
