@@ -247,14 +247,33 @@ def physical_cores() -> int:
     return max(1, min(usable, len(cores) or usable))
 
 
-def configure_threads(device: str, threads: int | None) -> int | None:
-    """On the CPU, use ``threads`` (or one per physical core) for torch's math.
-    Returns the count set, or ``None`` off the CPU."""
+#: Models smaller than this many parameters run on one CPU thread by default.
+SMALL_MODEL_PARAMS = 20_000_000
+
+
+def threads_for(threads: int | None, *, cores: int, params: int | None = None) -> int:
+    """The CPU thread count to use. Pure.
+
+    ``threads`` when given; otherwise one per physical core, except for models under
+    :data:`SMALL_MODEL_PARAMS` parameters (the tiny test model), whose matrices are too
+    small to split: there, synchronising threads costs more than the math, and on a busy
+    machine OpenMP's spin-waiting makes it many times slower (see docs/performance.md).
+    """
+    if threads is not None:
+        return threads
+    if params is not None and params < SMALL_MODEL_PARAMS:
+        return 1
+    return max(1, cores)
+
+
+def configure_threads(device: str, threads: int | None, *, params: int | None = None) -> int | None:
+    """On the CPU, set torch's thread count (:func:`threads_for`) for a model of
+    ``params`` parameters. Returns the count set, or ``None`` off the CPU."""
     if device_kind(device) != "cpu":
         return None
     import torch
 
-    count = threads or physical_cores()
+    count = threads_for(threads, cores=physical_cores(), params=params)
     torch.set_num_threads(count)
     return count
 
@@ -318,9 +337,11 @@ def activation_bytes(config: Any, dtype: str, *, max_new_tokens: int = 512) -> i
     sequence = prompt + max_new_tokens
     kv_layers = text.num_hidden_layers - text.num_kv_shared_layers
     kv = kv_layers * 2 * text.num_key_value_heads * text.head_dim * sequence * act
-    intermediate = max(text.intermediate_size) if isinstance(
-        text.intermediate_size, (list, tuple)
-    ) else text.intermediate_size
+    intermediate = (
+        max(text.intermediate_size)
+        if isinstance(text.intermediate_size, (list, tuple))
+        else text.intermediate_size
+    )
     per_token = (
         text.hidden_size * text.altup_num_inputs * 6
         + intermediate * 3
@@ -545,7 +566,6 @@ def apply_compute_policy(model: Any, dtype: str, *, min_rows: int = 16) -> int:
     dtypes). See docs/performance.md for why."""
     if dtype != "bf16-upcast":
         return 0
-    import torch
     from torch import nn
 
     def forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
@@ -590,10 +610,10 @@ __all__ = [
     "free_memory",
     "is_out_of_memory",
     "physical_cores",
+    "threads_for",
     "release_memory",
     "resolve_device",
     "run_with_oom_backoff",
     "torch_dtype",
     "validate_options",
 ]
-

@@ -77,32 +77,47 @@ def make_video(audio: Path, dest: Path) -> Path:
 
 
 def run_self_test(work: Path, console: Any = None) -> list[Step]:
-    """Run every step in ``work``; raises on the first failure."""
+    """Run every step in ``work``; raises on the first failure.
+
+    Steps: build the tiny model, make the clip, load the backend (audio-only), then the
+    engine's decode, speech detection and transcription stages, then writing and reading
+    back the subtitle files. Each step's time is measured on its own.
+    """
     import pysubs2
 
+    from subplug import plugins
     from subplug.engine import Engine
     from subplug.testing.tiny import build_tiny_model
 
     steps: list[Step] = []
 
-    def step(name: str, started: float, result: str) -> None:
-        steps.append(Step(name, time.perf_counter() - started, result))
+    def record(name: str, seconds: float, result: str) -> None:
+        steps.append(Step(name, seconds, result))
         if console is not None:
-            console.print(f"  [green]✓[/] {name:<16} {steps[-1].seconds:6.2f} s  {result}")
+            console.print(f"  [green]✓[/] {name:<16} {seconds:6.2f} s  {result}")
+
+    started = time.perf_counter()
+    import torch
+    import transformers
+
+    from subplug.backends.gemma3n import audio_only_model_class
+
+    audio_only_model_class()
+    record(
+        "libraries",
+        time.perf_counter() - started,
+        f"torch {torch.__version__}, transformers {transformers.__version__}",
+    )
 
     started = time.perf_counter()
     model = build_tiny_model(work / "tiny-gemma3n")
-    step("tiny model", started, f"built in {model}")
+    record("tiny model", time.perf_counter() - started, f"built in {model}")
 
     started = time.perf_counter()
     clip = make_video(speech_clip_path(), work / "self test клип.mp4")
-    step("clip", started, f"{clip.name} ({clip.stat().st_size // 1024} KiB)")
-
-    stages: dict[str, float] = {}
-
-    def on_event(event: JobEvent) -> None:
-        if event.kind == "stage":
-            stages[event.data["stage"]] = time.perf_counter()
+    record(
+        "clip", time.perf_counter() - started, f"{clip.name} ({clip.stat().st_size // 1024} KiB)"
+    )
 
     options = GenerateOptions(
         source="en",
@@ -112,35 +127,55 @@ def run_self_test(work: Path, console: Any = None) -> list[Step]:
         backend_options=BackendOptions(model=str(model), device="cpu"),
         resume=False,
     )
+    started = time.perf_counter()
+    backend = plugins.backends()[options.backend](options.backend_options)
+    facts = backend.describe()
+    record(
+        "model-load",
+        time.perf_counter() - started,
+        f"Gemma 3n (tiny, {facts.get('params', 0):,} parameters) on {facts.get('device')}, "
+        f"{facts.get('dtype')}, audio only",
+    )
+
+    marks: list[tuple[str, float]] = []
+
+    def on_event(event: JobEvent) -> None:
+        if event.kind == "stage":
+            marks.append((str(event.data["stage"]), time.perf_counter()))
+
     (work / "out").mkdir()
-    with Engine(events=on_event) as engine:
-        started = time.perf_counter()
-        tracks = engine.generate(clip, options)
-        ended = time.perf_counter()
-        order = [s for s in ("decode", "vad", "model-load", "transcribe") if s in stages]
-        marks = [stages[s] for s in order] + [ended]
-        results = {
-            "decode": f"{tracks.duration:.1f} s of audio at 16 kHz",
-            "vad": f"{len(tracks.transcripts)} chunk(s) of speech",
-            "model-load": "Gemma 3n (tiny) loaded, audio only",
-            "transcribe": f"{sum(len(''.join(t.raw)) for t in tracks.transcripts)} characters "
-            "generated",
-        }
-        for name, begin, end in zip(order, marks, marks[1:]):
-            steps.append(Step(name, end - begin, results[name]))
-            if console is not None:
-                console.print(f"  [green]✓[/] {name:<16} {end - begin:6.2f} s  {results[name]}")
-        if not tracks.transcripts:
-            raise RuntimeError("speech detection found no speech in the self-test clip")
-        started = time.perf_counter()
-        written = engine.write(tracks, options)
+    try:
+        with Engine(events=on_event, backend=backend) as engine:
+            tracks = engine.generate(clip, options)
+            marks.append(("end", time.perf_counter()))
+            results = {
+                "decode": f"{tracks.duration:.1f} s of audio at 16 kHz",
+                "vad": f"{len(tracks.transcripts)} chunk(s) of speech",
+                "transcribe": f"{sum(len(''.join(t.raw)) for t in tracks.transcripts)} "
+                "characters generated",
+            }
+            for (name, begin), (_next, end) in zip(marks, marks[1:], strict=False):
+                if name in results:
+                    record(name, end - begin, results[name])
+            if not tracks.transcripts:
+                raise RuntimeError("speech detection found no speech in the self-test clip")
+            started = time.perf_counter()
+            written = engine.write(tracks, options)
+    finally:
+        backend.close()
     cue_count = {lang: len(track.cues) for lang, track in tracks.tracks.items()}
     for path in written.outputs:
         subs = pysubs2.load(str(path))
+        if not len(subs):
+            raise RuntimeError(f"{path.name} holds no subtitles")
         for line in subs:
             if not 0 <= line.start < line.end <= (tracks.duration or CLIP_SECONDS) * 1000 + 1:
                 raise RuntimeError(f"{path.name}: cue {line.start}–{line.end} ms outside the clip")
-    step("write", started, f"{len(written.outputs)} files, cues {cue_count}")
+    record(
+        "write",
+        time.perf_counter() - started,
+        f"{len(written.outputs)} files, cues {cue_count}",
+    )
     return steps
 
 

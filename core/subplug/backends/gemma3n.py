@@ -291,7 +291,6 @@ class Gemma3nBackend:
     name = BACKEND_NAME
 
     def __init__(self, options: BackendOptions, location: ModelLocation | None = None) -> None:
-        import torch
         import transformers
         from transformers import AutoProcessor
 
@@ -304,9 +303,11 @@ class Gemma3nBackend:
         assert model_dir is not None
         self.device = runtime.resolve_device(options.device)
         self.dtype_name = runtime.choose_dtype(options.dtype, self.device)
-        self.threads = runtime.configure_threads(self.device, options.threads)
         estimate = runtime.estimate_memory(model_dir, self.dtype_name)
         runtime.check_fits(estimate, self.device)
+        self.threads = runtime.configure_threads(
+            self.device, options.threads, params=estimate.params
+        )
 
         self.processor = AutoProcessor.from_pretrained(model_dir)
         tokenizer = self.processor.tokenizer
@@ -322,7 +323,7 @@ class Gemma3nBackend:
             load_kwargs["device_map"] = {"": self.device}
         self.merged = False
         self.skipped_adapter_tensors: dict[str, int] = {}
-        with _quiet_loading():
+        with quiet_loading():
             model = audio_only_model_class().from_pretrained(model_dir, **load_kwargs)
             if self.location.is_adapter:
                 model = self._apply_adapter(model, self.location.path, merge=options.merge_adapter)
@@ -397,7 +398,7 @@ class Gemma3nBackend:
             ordered, self.batch_size, self._generate_batch, on_backoff=self._on_backoff
         )
         result = [""] * len(requests)
-        for position, text in zip(order, texts):
+        for position, text in zip(order, texts, strict=True):
             result[position] = text
         return result
 
@@ -512,7 +513,7 @@ class Gemma3nBackend:
                 stopping_criteria=StoppingCriteriaList([stop]),
             )
         generated = output[:, prompt_length:].tolist()
-        return [self._decode(ids, r) for ids, r in zip(generated, requests)]
+        return [self._decode(ids, r) for ids, r in zip(generated, requests, strict=True)]
 
     def _decode(self, ids: list[int], request: BackendRequest) -> str:
         ids = ids[: max(1, request.max_new_tokens)]
@@ -520,7 +521,8 @@ class Gemma3nBackend:
             if token in self.stop_ids:
                 ids = ids[:position]
                 break
-        text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+        # A byte-fallback sequence cut off by the token budget decodes to U+FFFD.
+        text = self.tokenizer.decode(ids, skip_special_tokens=True).replace("\ufffd", "").strip()
         trimmed, looped = trim_repetition(text)
         if looped:
             log.info(
@@ -533,10 +535,10 @@ class Gemma3nBackend:
 
 
 @contextlib.contextmanager
-def _quiet_loading() -> Iterator[None]:
+def quiet_loading() -> Iterator[None]:
     """No tqdm bars from transformers (subplug shows its own progress) and none of the
-    library-internal deprecation warnings or key reports that loading triggers (the
-    adapter note says what matters)."""
+    library-internal deprecation warnings or key reports that loading and saving
+    trigger (the adapter note says what matters)."""
     from transformers.utils import logging as hf_logging
 
     bars = hf_logging.is_progress_bar_enabled()
@@ -544,7 +546,9 @@ def _quiet_loading() -> Iterator[None]:
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=FutureWarning)
-            warnings.filterwarnings("ignore", message=r".*(unexpected|missing).*keys", category=UserWarning)
+            warnings.filterwarnings(
+                "ignore", message=r".*(unexpected|missing).*keys", category=UserWarning
+            )
             yield
     finally:
         if bars:

@@ -284,7 +284,7 @@ def build_tiny_model(
     import torch
     from transformers import GenerationConfig
 
-    from subplug.backends.gemma3n import audio_only_model_class
+    from subplug.backends.gemma3n import audio_only_model_class, quiet_loading
 
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
@@ -302,8 +302,9 @@ def build_tiny_model(
         top_k=64,
         top_p=0.95,
     )
-    model.save_pretrained(dest)
-    build_processor().save_pretrained(dest)
+    with quiet_loading():
+        model.save_pretrained(dest)
+        build_processor().save_pretrained(dest)
     return dest
 
 
@@ -329,11 +330,12 @@ def build_tiny_adapter(
     from peft import LoraConfig, get_peft_model
     from safetensors.torch import load_file, save_file
 
-    from subplug.backends.gemma3n import audio_only_model_class
+    from subplug.backends.gemma3n import audio_only_model_class, quiet_loading
 
     base_dir = Path(base_dir).resolve()
     dest = Path(dest)
-    model = audio_only_model_class().from_pretrained(base_dir, dtype=torch.float32)
+    with quiet_loading():
+        model = audio_only_model_class().from_pretrained(base_dir, dtype=torch.float32)
     torch.manual_seed(seed)
     config = LoraConfig(
         r=r,
@@ -344,9 +346,10 @@ def build_tiny_adapter(
         target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
         init_lora_weights=False,
     )
-    peft_model = get_peft_model(model, config)
-    peft_model.peft_config["default"].base_model_name_or_path = str(base_dir)
-    peft_model.save_pretrained(dest)
+    with quiet_loading():
+        peft_model = get_peft_model(model, config)
+        peft_model.peft_config["default"].base_model_name_or_path = str(base_dir)
+        peft_model.save_pretrained(dest)
     if legacy_kv_shared:
         text = model.config.text_config
         first_shared = text.num_hidden_layers - text.num_kv_shared_layers
