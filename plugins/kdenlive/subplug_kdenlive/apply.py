@@ -76,6 +76,14 @@ def prepare(
     subtitle_track.edits(project, subtitle_plan, version=_version(), force=request.force)
     if request.clip is None:
         melt_binary()
+        if project.duration() == 0:
+            raise SubplugError(
+                "kdenlive-empty-timeline",
+                f"The timeline of {project.path.name} holds no clips, so there is nothing "
+                "to make subtitles for.",
+                "Put clips on the timeline in Kdenlive and save, or pick a bin clip with "
+                "--clip ID ('subplug kdenlive info PROJECT' lists them).",
+            )
     else:
         clip = find_clip(project, request.clip)
         if not clip.resource.exists():
@@ -149,14 +157,16 @@ def make_tracks(
 
 def _render_timeline(project: KdenliveProject, media: Path, events: EventSink | None) -> None:
     """melt renders the timeline's sound to ``media``, reporting progress as events."""
+    frames = project.duration()
     if events is None:
-        render_timeline_audio(project.path, media)
+        render_timeline_audio(project.path, media, frames=frames)
         return
     events(JobEvent("stage", media, {"stage": "render-timeline"}))
     render_timeline_audio(
         project.path,
         media,
         on_percent=lambda percent: events(JobEvent("render-progress", media, {"percent": percent})),
+        frames=frames,
     )
 
 

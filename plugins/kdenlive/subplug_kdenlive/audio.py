@@ -48,12 +48,18 @@ def melt_version() -> str | None:
 
 
 def render_timeline_audio(
-    project: Path, out_wav: Path, on_percent: Callable[[int], None] | None = None
+    project: Path,
+    out_wav: Path,
+    on_percent: Callable[[int], None] | None = None,
+    *,
+    frames: int | None = None,
 ) -> Path:
-    """Render ``project``'s timeline sound to a 16 kHz mono WAV with melt."""
+    """Render ``project``'s timeline sound to a 16 kHz mono WAV with melt (its first
+    ``frames`` frames when given: the timeline's length, as Kdenlive renders it)."""
     command = [
         melt_binary(),
         str(project),
+        *(["in=0", f"out={frames - 1}"] if frames else []),
         "-consumer",
         f"avformat:{out_wav}",
         "video_off=1",

@@ -313,6 +313,27 @@ class KdenliveProject:
                         position += clip_out - clip_in + 1
         return sorted(found.values(), key=lambda p: (p.position, p.clip_in))
 
+    def duration(self) -> int:
+        """The timeline's length in frames: where its last clip ends on any track.
+
+        This is what Kdenlive renders. The tractor's own ``out`` is no guide: melt plays
+        on while the black background track lasts (practically for ever), and some
+        files carry an ``out`` far beyond the last clip."""
+        fps = self.profile.fps
+        end = 0
+        for track in self.children(self.timeline(), "track"):
+            for playlist in self._track_playlists(track.attrs.get("producer", "")):
+                position = 0
+                for item in self.children(playlist):
+                    if item.tag == "blank":
+                        position += parse_time(item.attrs.get("length", "0"), fps)
+                    elif item.tag == "entry":
+                        clip_in = parse_time(item.attrs.get("in", "0"), fps)
+                        clip_out = parse_time(item.attrs.get("out", "0"), fps)
+                        position += clip_out - clip_in + 1
+                        end = max(end, position)
+        return end
+
     def _track_playlists(self, producer_id: str) -> list[Element]:
         element = self.by_id(producer_id)
         if element is None:

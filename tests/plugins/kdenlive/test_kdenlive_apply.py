@@ -1,0 +1,227 @@
+"""``subplug kdenlive apply`` end to end, as a user runs it: the real CLI, the tiny
+Gemma 3n, real speech in a real video clip, melt rendering the timeline's sound and
+then the project with its new subtitles.
+
+The tiny model's words are gibberish; what is checked is where they go and when they
+show: inside the project in the form its Kdenlive version reads, on the rendered frames
+while the speech plays (the clip starts 2 s into the timeline), nowhere else.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pysubs2
+import pytest
+from kdenlive_projects import make_project, make_speech_clip
+from melt_render import changed, frames_inside, frames_outside, render_frames
+from subplug.errors import SubplugError
+from subplug.types import BackendOptions, CueOptions, GenerateOptions
+from subplug_kdenlive import apply, subtitle_track
+from subplug_kdenlive.project import KdenliveProject
+
+FPS = 25
+SIZE = (320, 180)
+POSITION = 50  # the clip starts at frame 50 (2 s) of the timeline
+FRAMES = 100  # and lasts 4 s
+SPEECH = "Hello world. This is a subtitle test."
+#: Padding the VAD adds around speech (subplug.segment.speech_regions).
+VAD_PAD = 0.1
+
+
+@pytest.fixture
+def user_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty XDG data folder, so no real Kdenlive autosave is looked at."""
+    folder = tmp_path / "xdg-data"
+    folder.mkdir()
+    monkeypatch.setenv("XDG_DATA_HOME", str(folder))
+    return folder
+
+
+def _project(tmp_path: Path, shape: str) -> Path:
+    clip = make_speech_clip(tmp_path / "media", SPEECH, seconds=FRAMES / FPS, size=SIZE)
+    return make_project(
+        tmp_path / "edit.kdenlive",
+        clip,
+        shape=shape,
+        frames=FRAMES,
+        position=POSITION,
+        size=SIZE,
+    )
+
+
+def subplug(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run the ``subplug`` command line in a child process."""
+    return subprocess.run(
+        [sys.executable, "-m", "subplug", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=cwd,
+        env=dict(os.environ, NO_COLOR="1", COLUMNS="200"),
+    )
+
+
+def _only_insertions(original: bytes, new: bytes) -> bool:
+    opcodes = difflib.SequenceMatcher(None, original, new, autojunk=False).get_opcodes()
+    return {op for op, *_ in opcodes} <= {"equal", "insert"}
+
+
+@pytest.mark.host
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("shape", "subtitle_name"),
+    [("legacy", "edit.kdenlive.srt"), ("sequences", "edit.kdenlive.ass")],
+)
+def test_apply_timeline_with_tiny_model_then_melt_shows_it(
+    melt: str,
+    media_tools: None,
+    tiny_model: Path,
+    user_data: Path,
+    tmp_path: Path,
+    shape: str,
+    subtitle_name: str,
+) -> None:
+    path = _project(tmp_path, shape)
+    original = path.read_bytes()
+
+    done = subplug(
+        "kdenlive", "apply", str(path), "--model", str(tiny_model), "--device", "cpu", cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    backups = sorted(tmp_path.glob("edit.kdenlive.bak-*"))
+    assert len(backups) == 1 and backups[0].read_bytes() == original
+    assert f"backed up {backups[0]}" in done.stderr
+    assert f"updated {path}" in done.stderr
+    new = path.read_bytes()
+    assert _only_insertions(original, new)
+
+    # The project points at the subtitle file, in the form its Kdenlive version reads.
+    subtitles = tmp_path / subtitle_name
+    project = KdenliveProject.load(path)
+    timeline = project.timeline()
+    (subtitle_filter,) = subtitle_track.subtitle_filters(project, timeline)
+    assert project.properties(subtitle_filter)["av.filename"] == str(subtitles)
+    listing = project.properties(timeline).get(subtitle_track.SUBTITLES_LIST)
+    if shape == "sequences":
+        entries = json.loads(listing or "[]")
+        assert [e["file"] for e in entries] == [
+            str(tmp_path / name)
+            for name in ("edit.kdenlive.ass", "edit.kdenlive-1.ass", "edit.kdenlive-2.ass")
+        ]
+    else:
+        assert listing is None
+
+    # The cues sit where the speech is on the timeline: the clip starts at 2 s. A cue
+    # may lead its speech by the VAD's padding plus the lead cue shaping allows.
+    events = [e for e in pysubs2.load(str(subtitles)) if e.plaintext.strip()]
+    assert events, subtitles.read_text(encoding="utf-8")
+    cues = [(e.start / 1000, e.end / 1000) for e in events]
+    lead = VAD_PAD + CueOptions().max_lead + 1 / FPS
+    start, end = POSITION / FPS, (POSITION + FRAMES) / FPS
+    assert all(start - lead <= s < e <= end for s, e in cues), cues
+
+    # melt draws them on exactly those frames, and changes nothing else.
+    last = POSITION + FRAMES - 1
+    mask = changed(render_frames(backups[0], last, SIZE), render_frames(path, last, SIZE))
+    inside = frames_inside(cues, FPS, last + 1)
+    outside = frames_outside(cues, FPS, last + 1)
+    assert inside and any(frame < POSITION for frame in outside)
+    for frame in inside:
+        assert mask[frame].sum() > 30, f"no subtitle drawn at frame {frame}"
+        assert not mask[frame, : SIZE[1] // 2].any(), f"change above the subtitles, {frame}"
+    for frame in outside:
+        assert not mask[frame].any(), f"frame {frame} changed outside every cue"
+
+
+@pytest.mark.slow
+def test_apply_clip_puts_its_cues_where_the_clip_sits(
+    media_tools: None, tiny_model: Path, user_data: Path, tmp_path: Path
+) -> None:
+    from subplug.engine import Engine
+
+    path = _project(tmp_path, "legacy")
+    options = GenerateOptions(backend_options=BackendOptions(model=str(tiny_model), device="cpu"))
+    request = apply.ApplyRequest(project=path, clip="2", generate=options)
+    project, plan, _ = apply.prepare(request)
+    placed = apply.make_tracks(project, request)
+    clip = project.bin_clips()[0].resource
+    with Engine() as engine:
+        own = engine.generate(clip, replace(options, out_dir=tmp_path / "out")).tracks
+
+    # Each cue of the clip's own subtitles appears 2 s later, where the clip is used.
+    shift = POSITION / FPS
+    assert any(track.cues for track in own.values())
+    for lang, track in own.items():
+        assert [(c.start, c.end, c.lines) for c in placed[lang].cues] == [
+            (round(c.start + shift, 3), round(c.end + shift, 3), c.lines) for c in track.cues
+        ]
+    result = apply.write(project, placed, subtitle_plan=plan)
+    events = pysubs2.load(str(result.files[0]))
+    assert events and all(e.start >= POSITION / FPS * 1000 for e in events)
+
+
+@pytest.mark.parametrize(
+    ("content", "reference"),
+    [
+        (b"<?xml version='1.0'?>\n<mlt><tractor id='t'><track producer='x'/>", "kdenlive-not-xml"),
+        (b"<?xml version='1.0'?><playlist id='main_bin'/>", "kdenlive-not-mlt"),
+    ],
+)
+def test_cli_damaged_project_one_clear_error_file_untouched(
+    tmp_path: Path, user_data: Path, content: bytes, reference: str
+) -> None:
+    path = tmp_path / "broken.kdenlive"
+    path.write_bytes(content)
+    done = subplug("kdenlive", "apply", str(path), "--model", "/nowhere", cwd=tmp_path)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    assert done.stderr.startswith("error: ")
+    assert f"[{reference}]" in done.stderr
+    assert "hint: " in done.stderr
+    assert path.read_bytes() == content
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.kdenlive", "xdg-data"]
+
+
+def test_cli_missing_model_leaves_the_project_alone(
+    melt: str, media_tools: None, tmp_path: Path, user_data: Path
+) -> None:
+    path = _project(tmp_path, "legacy")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    original = path.read_bytes()
+    done = subplug("kdenlive", "apply", str(path), "--model", str(tmp_path / "nope"), cwd=tmp_path)
+    assert done.returncode != 0
+    assert "[model-not-found]" in done.stderr and "Traceback" not in done.stderr
+    assert path.read_bytes() == original
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_bad_targets_are_refused_before_anything_runs(tmp_path: Path, user_data: Path) -> None:
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"")
+    path = make_project(tmp_path / "edit.kdenlive", clip)
+    request = apply.ApplyRequest(project=path, generate=GenerateOptions(targets=("en", "fr")))
+    with pytest.raises(SubplugError) as caught:
+        apply.prepare(request)
+    assert caught.value.reference == "bad-targets"
+
+
+def test_no_speech_on_the_timeline_changes_nothing(
+    melt: str, fixture_copy, user_data: Path, fake_backend
+) -> None:
+    # test-mix.kdenlive holds colour clips only: melt renders silence.
+    path = fixture_copy("test-mix.kdenlive")
+    original = path.read_bytes()
+    request = apply.ApplyRequest(project=path, generate=GenerateOptions(backend="fake"))
+    with pytest.raises(SubplugError) as caught:
+        apply.apply(request)
+    assert caught.value.reference == "kdenlive-no-speech"
+    assert path.read_bytes() == original
+    assert sorted(p.name for p in path.parent.iterdir()) == ["test-mix.kdenlive", "xdg-data"]
