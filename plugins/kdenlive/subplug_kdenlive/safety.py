@@ -213,7 +213,14 @@ def write_atomic(path: Path, data: bytes) -> None:
     mode = None
     with contextlib.suppress(FileNotFoundError):
         mode = path.stat().st_mode & 0o7777
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise SubplugError(
+            "kdenlive-write-failed",
+            f"Could not write {path}: {exc.strerror}.",
+            "Check that the folder exists and is writable, and that the disk has room.",
+        ) from exc
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
