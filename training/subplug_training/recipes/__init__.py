@@ -1,0 +1,1 @@
+"""Training recipes shipped with subplug_training (TOML files; see docs/training.md)."""
