@@ -37,7 +37,7 @@ def find_vlc() -> str | None:
     if sys.platform == "darwin" and os.path.exists(MAC_VLC):
         return MAC_VLC
     if sys.platform.startswith("win"):
-        for root in (os.environ.get("ProgramFiles"), os.environ.get("ProgramFiles(x86)")):
+        for root in (os.environ.get("PROGRAMFILES"), os.environ.get("PROGRAMFILES(X86)")):
             if root and os.path.exists(os.path.join(root, "VideoLAN", "VLC", "vlc.exe")):
                 return os.path.join(root, "VideoLAN", "VLC", "vlc.exe")
     return None
@@ -62,7 +62,10 @@ def vlc_version(program: str) -> str | None:
     """The version ``program --version`` reports, falling back on libvlc."""
     try:
         done = subprocess.run(
-            [program, "--version"], capture_output=True, text=True, timeout=20,
+            [program, "--version"],
+            capture_output=True,
+            text=True,
+            timeout=20,
             env={**os.environ, "DISPLAY": ""},
         )
         match = VERSION_RE.search(done.stdout + done.stderr)
@@ -96,8 +99,9 @@ def check_vlc_program() -> CheckResult:
     details = {"program": program, "version": version}
     summary = f"VLC {version or '(version unknown)'} at {program}"
     if version and int(version.split(".")[0]) < 3:
-        return CheckResult(CheckStatus.WARN, summary, "subplug's extension needs VLC 3 or newer.",
-                           details=details)
+        return CheckResult(
+            CheckStatus.WARN, summary, "subplug's extension needs VLC 3 or newer.", details=details
+        )
     if qt_interface_present() is False:
         return CheckResult(
             CheckStatus.WARN,
@@ -117,12 +121,20 @@ def check_vlc_extension(lua_dir: Path | None = None) -> CheckResult:
     present = [f for f in files if f.present]
     if not present:
         status = CheckStatus.WARN if find_vlc() else CheckStatus.SKIP
-        return CheckResult(status, f"VLC extension not installed in {lua_dir}",
-                           "Run: subplug install vlc", details=details)
+        return CheckResult(
+            status,
+            f"VLC extension not installed in {lua_dir}",
+            "Run: subplug install vlc",
+            details=details,
+        )
     missing = [f.path.name for f in files if not f.present]
     if missing:
-        return CheckResult(CheckStatus.FAIL, f"VLC extension incomplete: {', '.join(missing)} missing",
-                           "Run: subplug install vlc", details=details)
+        return CheckResult(
+            CheckStatus.FAIL,
+            f"VLC extension incomplete: {', '.join(missing)} missing",
+            "Run: subplug install vlc",
+            details=details,
+        )
     versions = {f.version for f in files}
     if versions != {__version__}:
         found = ", ".join(sorted(str(v) for v in versions))
@@ -141,5 +153,6 @@ def check_vlc_extension(lua_dir: Path | None = None) -> CheckResult:
             details=details,
         )
     details["command"] = command
-    return CheckResult(CheckStatus.OK, f"VLC extension {__version__} installed in {lua_dir}",
-                       details=details)
+    return CheckResult(
+        CheckStatus.OK, f"VLC extension {__version__} installed in {lua_dir}", details=details
+    )

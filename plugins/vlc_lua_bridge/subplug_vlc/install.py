@@ -182,14 +182,19 @@ def install_files(
     """
     written = []
     texts = [
-        (lua_dir / folder / name, source_text(folder, name).replace(VERSION_PLACEHOLDER, __version__))
+        (
+            lua_dir / folder / name,
+            source_text(folder, name).replace(VERSION_PLACEHOLDER, __version__),
+        )
         for folder, name in LUA_FILES
     ]
     config_path = lua_dir / CONFIG_FILE[0] / CONFIG_FILE[1]
     texts.append((config_path, render_config(command or subplug_command(), env, extra_args)))
     for path, text in texts:
         try:
-            if path.exists() and not STAMP.search(path.read_text(encoding="utf-8", errors="replace")):
+            if path.exists() and not STAMP.search(
+                path.read_text(encoding="utf-8", errors="replace")
+            ):
                 os.replace(path, path.with_name(path.name + ".bak"))
             _write_atomic(path, text)
         except OSError as exc:

@@ -7,9 +7,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable
 
 from subplug import __version__
 from subplug.hookspecs import hookimpl
@@ -74,16 +73,18 @@ class VlcHost:
         files = install.installed_files(self.lua_dir)
         present = [f for f in files if f.present]
         if not present:
-            return HostStatus(False, str(self.lua_dir), None,
-                              "Not installed. Run: subplug install vlc")
+            return HostStatus(
+                False, str(self.lua_dir), None, "Not installed. Run: subplug install vlc"
+            )
         versions = sorted({f.version or "unknown" for f in present})
         version = versions[0] if len(versions) == 1 else ", ".join(versions)
         missing = [f.path.name for f in files if not f.present]
         if missing:
             message = f"Incomplete ({', '.join(missing)} missing). Run: subplug install vlc"
         elif versions != [__version__]:
-            message = f"Files are from subplug {version}; this is {__version__}. " \
-                      "Run: subplug install vlc"
+            message = (
+                f"Files are from subplug {version}; this is {__version__}. Run: subplug install vlc"
+            )
         else:
             message = "Up to date."
         return HostStatus(not missing, str(self.lua_dir), version, message)
