@@ -196,7 +196,11 @@ def _run_info(args: argparse.Namespace) -> int:
         f"kdenlive:  {project.doc_properties.get('kdenliveversion') or 'unknown'} "
         f"(document version {project.document_version or 'unknown'})"
     )
-    print(f"timeline:  {timeline.id}{' (sequence)' if project.has_sequences else ''}")
+    seconds = project.duration() / float(project.profile.fps)
+    print(
+        f"timeline:  {timeline.id}{' (sequence)' if project.has_sequences else ''}, "
+        f"{seconds:.1f} s"
+    )
     print(f"subtitles: {plan.layout.value} -> " + ", ".join(str(f.path.name) for f in plan.files))
     existing = subtitle_track.existing_subtitles(project, timeline)
     ours = [

@@ -225,3 +225,23 @@ def test_no_speech_on_the_timeline_changes_nothing(
     assert caught.value.reference == "kdenlive-no-speech"
     assert path.read_bytes() == original
     assert sorted(p.name for p in path.parent.iterdir()) == ["test-mix.kdenlive", "xdg-data"]
+
+
+def test_cli_info_tells_version_format_and_clips(tmp_path: Path, user_data: Path) -> None:
+    clip = tmp_path / "media" / "talk.mp4"
+    clip.parent.mkdir()
+    clip.write_bytes(b"")
+    path = make_project(
+        tmp_path / "edit.kdenlive", clip, shape="sequences", version="24.08.1", position=25
+    )
+    done = subplug("kdenlive", "info", str(path), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "kdenlive:  24.08.1 (document version 1.1)" in lines
+    assert any(
+        line.startswith("timeline:  {") and line.endswith("(sequence), 5.0 s") for line in lines
+    )
+    assert "subtitles: ass -> edit.kdenlive.ass, edit.kdenlive-1.ass, edit.kdenlive-2.ass" in lines
+    assert any(
+        line.split()[:3] == ["--clip", "2", "talk.mp4"] and "1 place(s)" in line for line in lines
+    )
