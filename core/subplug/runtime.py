@@ -7,11 +7,13 @@ facts, so the logic is tested on any machine.
 Device: ``auto`` picks CUDA, then Apple MPS, then the CPU; ``cuda`` / ``cuda:N`` / ``mps``
 that is not there is a :class:`~subplug.errors.SubplugError` with a hint.
 
-Dtype: ``auto`` is bfloat16 on GPUs that support it, float16 on older GPUs and on MPS,
-and on the CPU float32 (see :data:`CPU_DEFAULT_DTYPE`). ``bf16-upcast`` (CPU) keeps the
-weights in bfloat16 (half the memory) and runs large matrix products in float32, which
-AVX2-only CPUs do ~6x faster than bfloat16, while one-row products (decoding) stay in
-bfloat16, where reading half the bytes wins.
+Dtype: ``auto`` is bfloat16 on GPUs that support it, float16 on older GPUs and on MPS.
+On the CPU it is what bench/rtf.py measured fastest (docs/performance.md): bfloat16 on
+CPUs that multiply it natively (AVX512-BF16 or AMX), and ``bf16-upcast`` on the others.
+``bf16-upcast`` keeps the weights in bfloat16 (half the memory of float32) and runs large
+matrix products in float32, which AVX2-only CPUs do ~6x faster than bfloat16, while
+one-row products (decoding) stay in bfloat16, where reading half the bytes wins. float32
+is never the CPU default: E2B needs ~21 GiB of RAM in float32 against ~10.5 GiB in bf16.
 
 Memory: the model's size comes from its config on the meta device (nothing allocated),
 plus an activation budget per batch item; a model that cannot fit is refused before
@@ -59,8 +61,13 @@ DTYPE_ALIASES = {
     "bf16-upcast": "bf16-upcast",
 }
 
-#: What ``auto`` means on a CPU. float32: see docs/performance.md for the measurement.
-CPU_DEFAULT_DTYPE = "float32"
+#: What ``auto`` means on a CPU with native bfloat16 arithmetic, and on one without
+#: (see docs/performance.md for the measurements).
+CPU_DTYPE_NATIVE_BF16 = "bfloat16"
+CPU_DTYPE_OTHER = "bf16-upcast"
+
+#: /proc/cpuinfo flags of x86 units that multiply bfloat16 natively.
+NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
 #: Largest batch :func:`choose_batch_size` picks by itself, per device kind.
 MAX_AUTO_BATCH = {"cuda": 16, "mps": 8, "cpu": 4}
@@ -161,11 +168,12 @@ def device_kind(device: str) -> str:
 
 def choose_dtype(spec: str, device: str, *, bf16_supported: bool | None = None) -> str:
     """Canonical dtype name for ``spec`` on ``device``. Pure when ``bf16_supported`` is
-    given (``None``: ask torch for CUDA devices).
+    given (``None``: ask torch for CUDA devices, /proc/cpuinfo for the CPU).
 
-    ``auto``: bfloat16 on GPUs that support it, float16 on other GPUs and MPS,
-    :data:`CPU_DEFAULT_DTYPE` on the CPU. float16 on the CPU is refused (slow and
-    unsupported by many CPU kernels); ``bf16-upcast`` is CPU-only.
+    ``auto``: bfloat16 on GPUs that support it, float16 on other GPUs and MPS; on the
+    CPU :data:`CPU_DTYPE_NATIVE_BF16` when it has native bfloat16 arithmetic, else
+    :data:`CPU_DTYPE_OTHER`. float16 on the CPU is refused (slow and unsupported by many
+    CPU kernels); ``bf16-upcast`` is CPU-only.
     """
     name = DTYPE_ALIASES.get(spec.strip().lower())
     if name is None:
@@ -177,7 +185,9 @@ def choose_dtype(spec: str, device: str, *, bf16_supported: bool | None = None) 
     kind = device_kind(device)
     if name == "auto":
         if kind == "cpu":
-            return CPU_DEFAULT_DTYPE
+            if bf16_supported is None:
+                bf16_supported = cpu_native_bf16()
+            return CPU_DTYPE_NATIVE_BF16 if bf16_supported else CPU_DTYPE_OTHER
         if kind == "mps":
             return "float16"
         if bf16_supported is None:
@@ -187,7 +197,7 @@ def choose_dtype(spec: str, device: str, *, bf16_supported: bool | None = None) 
         raise SubplugError(
             "bad-dtype",
             "float16 is not supported on the CPU.",
-            "Use --dtype float32 (default) or bf16-upcast on the CPU.",
+            "Use --dtype auto, bf16, bf16-upcast or fp32 on the CPU.",
         )
     if name == "bf16-upcast" and kind != "cpu":
         raise SubplugError(
@@ -196,6 +206,22 @@ def choose_dtype(spec: str, device: str, *, bf16_supported: bool | None = None) 
             "On a GPU use --dtype auto, bfloat16 or float16.",
         )
     return name
+
+
+def cpu_native_bf16(cpuinfo: str | None = None) -> bool:
+    """True when the CPU multiplies bfloat16 natively (x86 AVX512-BF16 or AMX), read from
+    ``cpuinfo`` (the text of /proc/cpuinfo; read here when ``None``). False when unknown
+    (other systems), which picks the mode that is safe everywhere."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return False
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            return bool(NATIVE_BF16_FLAGS & set(value.split()))
+    return False
 
 
 def _cuda_bf16_supported(device: str) -> bool:
@@ -592,7 +618,8 @@ def describe_bytes(count: int) -> str:
 
 
 __all__ = [
-    "CPU_DEFAULT_DTYPE",
+    "CPU_DTYPE_NATIVE_BF16",
+    "CPU_DTYPE_OTHER",
     "MemoryEstimate",
     "activation_bytes",
     "apply_compute_policy",
@@ -603,6 +630,7 @@ __all__ = [
     "choose_dtype",
     "configure_threads",
     "count_params",
+    "cpu_native_bf16",
     "describe_bytes",
     "device_kind",
     "dtype_bytes",

@@ -172,6 +172,27 @@ def audio_only_model_class() -> type:
     return Gemma3nForConditionalGeneration
 
 
+def e2b_config() -> Any:
+    """The ``Gemma3nConfig`` of ``google/gemma-3n-E2B-it`` (transformers' defaults are
+    E4B), for memory estimates and random-initialised benchmarks without the checkpoint.
+
+    E2B's language model: 30 layers (four sliding-window, one full, repeated), MLP width
+    8192, the last 10 layers sharing keys and values, activation sparsity in the first
+    10. Audio encoder, vision config and vocabulary are the defaults, which E2B shares.
+    """
+    from transformers import Gemma3nConfig, Gemma3nTextConfig
+
+    layers = 30
+    text = Gemma3nTextConfig(
+        intermediate_size=8192,
+        num_hidden_layers=layers,
+        num_kv_shared_layers=10,
+        layer_types=(["sliding_attention"] * 4 + ["full_attention"]) * (layers // 5),
+        activation_sparsity_pattern=[0.95] * 10 + [0.0] * (layers - 10),
+    )
+    return Gemma3nConfig(text_config=text)
+
+
 def checkpoint_vision_params(folder: Path) -> int:
     """Parameters of the vision tower stored in the checkpoint at ``folder`` (read from
     the safetensors headers, nothing loaded): what audio-only loading skips."""
