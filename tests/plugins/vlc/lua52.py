@@ -104,10 +104,14 @@ class Lua:
         return result
 
     def json(self, expression: str, prelude: str = "") -> Any:
-        """Evaluate ``expression`` (with ``bridge`` = the bridge module) and return it
-        through the bridge's own JSON encoder."""
+        """Evaluate ``expression`` and return it through the bridge's JSON encoder.
+
+        ``bridge`` is the bridge module; ``pack(value, message)`` turns a Lua
+        "value or nil, message" return into ``{"value": …, "error": …}``.
+        """
         code = (
             'local bridge = require("subplug_bridge")\n'
+            "local function pack(value, message) return { value = value, error = message } end\n"
             f"{prelude}\n"
             f"return bridge.json_encode({expression})"
         )

@@ -51,8 +51,8 @@ def cue_spans(subtitle: Path) -> list[tuple[float, float]]:
 
 def check_drawn(with_subs: Path, without: Path, subtitle: Path) -> tuple[np.ndarray, list[float]]:
     """Compare two transcodes of the same media: pictures differ only while a cue is on,
-    only in the lower part of the picture (beyond encoder noise), and some do. Returns the frame that changed
-    most and the times of the frames that changed."""
+    only in the lower part of the picture (beyond encoder noise), and some do. Returns
+    the frame that changed most and the times of the frames that changed."""
     a, b = frames(with_subs), frames(without)
     assert a.keys() == b.keys() and len(a) > 50
     spans = cue_spans(subtitle)

@@ -87,7 +87,8 @@ function M.json_decode(text)
         pos = pos + 1
         local parts = {}
         while true do
-            local at = text:find('["\\%c]', pos)
+            -- JSON forbids raw bytes 0-31 in strings; DEL (127) and the rest are text.
+            local at = text:find('["\\\0-\31]', pos)
             if not at then
                 fail("unterminated string")
             end
