@@ -6,7 +6,9 @@ USM audio encoder) at toy sizes, and the folder has everything a real checkpoint
 here with ``tokenizers`` (byte-level BPE with the 256 byte-fallback tokens, so any text,
 Cyrillic included, tokenizes), the Gemma 3n chat template, the audio feature extractor
 and an image processor. ``AutoProcessor.from_pretrained(folder)`` and
-``Gemma3nForConditionalGeneration.from_pretrained(folder)`` load it with no network.
+``audio_only_model_class().from_pretrained(folder)`` (from
+:mod:`subplug.backends.gemma3n`: ``Gemma3nForConditionalGeneration`` with the vision
+tower's stand-in registered, as for real checkpoints) load it with no network.
 
 The vocabulary follows Gemma's layout rule: text ids first, then the vision block
 (``<end_of_image>`` at the vision offset, ``<image_soft_token>`` next), then the audio
