@@ -86,6 +86,11 @@ def validate(options: GenerateOptions) -> GenerateOptions:
             f"No backend named {options.backend!r} is installed.",
             f"Installed backends: {', '.join(sorted(plugins.backends())) or 'none'}.",
         )
+    # A factory may offer ``check(backend_options)``: a cheap test (options, model present
+    # and intact) run here, so a missing model fails before any media is decoded.
+    check = getattr(plugins.backends()[options.backend], "check", None)
+    if callable(check):
+        check(options.backend_options)
     return replace(options, targets=targets, formats=fmts)
 
 

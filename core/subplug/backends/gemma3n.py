@@ -56,12 +56,25 @@ def subplug_register_backends(register: Callable[[str, Any], None]) -> None:
     register(BACKEND_NAME, create_backend)
 
 
-def create_backend(options: BackendOptions) -> Backend:
-    """Factory for :func:`subplug_register_backends`: validate, locate, load."""
-    from subplug import runtime
+class _Factory:
+    """The registered factory: ``factory(options)`` loads a backend; ``factory.check``
+    is the engine's fail-fast test before any media is decoded."""
 
-    runtime.validate_options(options)
-    return Gemma3nBackend(options)
+    def __call__(self, options: BackendOptions) -> Backend:
+        """Validate, locate, load."""
+        self.check(options)
+        return Gemma3nBackend(options)
+
+    def check(self, options: BackendOptions) -> None:
+        """Options valid and the model present and intact (a quick size/mtime check
+        against its manifest), without importing torch; raises ``SubplugError``."""
+        from subplug import runtime
+
+        runtime.validate_options(options)
+        _locate(options.model, options.extra.get("base"))
+
+
+create_backend = _Factory()
 
 
 # ----------------------------------------------------------------- model location
