@@ -14,6 +14,7 @@ like a clip dropped on a Kdenlive timeline, starting at ``position`` frames.
 
 from __future__ import annotations
 
+import difflib
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
@@ -285,3 +286,12 @@ def without_subplug(element: ET.Element) -> ET.Element:
             continue
         copy.append(without_subplug(child))
     return copy
+
+
+def only_insertions(original: bytes, new: bytes) -> bool:
+    """``new`` is ``original`` with whole lines inserted: no line changed or removed
+    (Kdenlive writes one element per line, and subplug inserts whole elements)."""
+    before = original.splitlines(keepends=True)
+    after = new.splitlines(keepends=True)
+    opcodes = difflib.SequenceMatcher(None, before, after, autojunk=False).get_opcodes()
+    return {op for op, *_ in opcodes} == {"equal", "insert"}

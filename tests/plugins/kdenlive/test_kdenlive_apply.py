@@ -9,7 +9,6 @@ while the speech plays (the clip starts 2 s into the timeline), nowhere else.
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import subprocess
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pysubs2
 import pytest
-from kdenlive_projects import make_project, make_speech_clip
+from kdenlive_projects import make_project, make_speech_clip, only_insertions
 from melt_render import changed, frames_inside, frames_outside, render_frames
 from subplug.errors import SubplugError
 from subplug.types import BackendOptions, CueOptions, GenerateOptions
@@ -68,11 +67,6 @@ def subplug(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _only_insertions(original: bytes, new: bytes) -> bool:
-    opcodes = difflib.SequenceMatcher(None, original, new, autojunk=False).get_opcodes()
-    return {op for op, *_ in opcodes} <= {"equal", "insert"}
-
-
 @pytest.mark.host
 @pytest.mark.slow
 @pytest.mark.parametrize(
@@ -101,7 +95,7 @@ def test_apply_timeline_with_tiny_model_then_melt_shows_it(
     assert f"backed up {backups[0]}" in done.stderr
     assert f"updated {path}" in done.stderr
     new = path.read_bytes()
-    assert _only_insertions(original, new)
+    assert only_insertions(original, new)
 
     # The project points at the subtitle file, in the form its Kdenlive version reads.
     subtitles = tmp_path / subtitle_name
@@ -191,9 +185,12 @@ def test_cli_damaged_project_one_clear_error_file_untouched(
 
 
 def test_cli_missing_model_leaves_the_project_alone(
-    melt: str, media_tools: None, tmp_path: Path, user_data: Path
+    melt: str, tmp_path: Path, user_data: Path
 ) -> None:
-    path = _project(tmp_path, "legacy")
+    clip = tmp_path / "media" / "clip.mp4"
+    clip.parent.mkdir()
+    clip.write_bytes(b"")  # never read: the model is looked for first
+    path = make_project(tmp_path / "edit.kdenlive", clip)
     before = sorted(p.name for p in tmp_path.iterdir())
     original = path.read_bytes()
     done = subplug("kdenlive", "apply", str(path), "--model", str(tmp_path / "nope"), cwd=tmp_path)
