@@ -144,6 +144,15 @@ def check_vlc_extension(lua_dir: Path | None = None) -> CheckResult:
             "Run: subplug install vlc (then restart VLC)",
             details=details,
         )
+    changed = install.changed_files(lua_dir)
+    if changed:
+        return CheckResult(
+            CheckStatus.WARN,
+            f"VLC extension files differ from subplug {__version__}'s: "
+            + ", ".join(p.name for p in changed),
+            "Run: subplug install vlc (then restart VLC)",
+            details=details,
+        )
     command = install.configured_command(lua_dir)
     if not command or not Path(command[0]).exists() and shutil.which(command[0]) is None:
         return CheckResult(

@@ -168,6 +168,27 @@ def installed_files(lua_dir: Path) -> list[InstalledFile]:
     return found
 
 
+def shipped_text(folder: str, name: str) -> str:
+    """A Lua file as ``install_files`` writes it (stamped with this version)."""
+    return source_text(folder, name).replace(VERSION_PLACEHOLDER, __version__)
+
+
+def changed_files(lua_dir: Path) -> list[Path]:
+    """Installed Lua files whose text is not what this version ships (edited by hand,
+    or installed from another build of the same version)."""
+    changed = []
+    for folder, name in LUA_FILES:
+        path = lua_dir / folder / name
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            changed.append(path)
+            continue
+        if text != shipped_text(folder, name):
+            changed.append(path)
+    return changed
+
+
 def install_files(
     lua_dir: Path,
     *,
@@ -181,13 +202,7 @@ def install_files(
     Returns the paths written.
     """
     written = []
-    texts = [
-        (
-            lua_dir / folder / name,
-            source_text(folder, name).replace(VERSION_PLACEHOLDER, __version__),
-        )
-        for folder, name in LUA_FILES
-    ]
+    texts = [(lua_dir / folder / name, shipped_text(folder, name)) for folder, name in LUA_FILES]
     config_path = lua_dir / CONFIG_FILE[0] / CONFIG_FILE[1]
     texts.append((config_path, render_config(command or subplug_command(), env, extra_args)))
     for path, text in texts:

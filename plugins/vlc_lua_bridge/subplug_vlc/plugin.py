@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -15,6 +16,9 @@ from subplug.hookspecs import hookimpl
 from subplug.types import DoctorCheck, HostAdapter, HostStatus
 
 from subplug_vlc import checks, install
+
+#: ``subplug install`` prints the message indented by two spaces; later lines match it.
+MESSAGE_INDENT = "\n  "
 
 
 class VlcHost:
@@ -50,20 +54,27 @@ class VlcHost:
         written = install.install_files(
             self.lua_dir, command=self.command, env=self.env, extra_args=self.extra_args
         )
-        lines = ["Installed " + ", ".join(str(p) for p in written) + "."]
-        lines.append(
+        names = [str(p.relative_to(self.lua_dir)) for p in written]
+        command = self.command or install.subplug_command()
+        lines = [
+            f"Wrote {', '.join(names)}; VLC will run: {' '.join(command)}",
             "Restart VLC, open a video, then use View > subplug: EN/MN subtitles > "
-            "Generate EN/MN subtitles."
-        )
+            "Generate EN/MN subtitles.",
+        ]
         if checks.qt_interface_present() is False:
             lines.append("VLC's Qt interface is missing: install vlc-plugin-qt for the menu.")
-        return HostStatus(True, str(self.lua_dir), __version__, "\n".join(lines))
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            lines.append(
+                "VLC does not run as root: run this command as the user who watches videos."
+            )
+        return HostStatus(True, str(self.lua_dir), __version__, MESSAGE_INDENT.join(lines))
 
     def uninstall(self) -> HostStatus:
         """Remove subplug's files (and nothing else) from VLC's folder."""
         removed = install.remove_files(self.lua_dir)
         if removed:
-            message = "Removed " + ", ".join(str(p) for p in removed) + ". Restart VLC."
+            names = ", ".join(str(p.relative_to(self.lua_dir)) for p in removed)
+            message = f"Removed {names}. Restart VLC."
         else:
             message = f"Nothing to remove: subplug's files are not in {self.lua_dir}."
         return HostStatus(False, str(self.lua_dir), None, message)
