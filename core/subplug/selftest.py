@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import tempfile
 import time
+import traceback
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from subplug.errors import SubplugError
 from subplug.types import (
     BackendOptions,
     CheckResult,
@@ -37,6 +39,16 @@ class Step:
     name: str
     seconds: float
     result: str
+
+
+class SelfTestFailed(Exception):
+    """A self-test step failed: which one, why, and the steps that passed before it."""
+
+    def __init__(self, step: str, error: BaseException, steps: list[Step]) -> None:
+        super().__init__(f"step {step!r} failed: {error}")
+        self.step = step
+        self.error = error
+        self.steps = steps
 
 
 def speech_clip_path() -> Path:
@@ -77,19 +89,27 @@ def make_video(audio: Path, dest: Path) -> Path:
 
 
 def run_self_test(work: Path, console: Any = None) -> list[Step]:
-    """Run every step in ``work``; raises on the first failure.
+    """Run every step in ``work``; returns the steps, or raises :class:`SelfTestFailed`
+    naming the first step that failed.
 
-    Steps: build the tiny model, make the clip, load the backend (audio-only), then the
-    engine's decode, speech detection and transcription stages, then writing and reading
-    back the subtitle files. Each step's time is measured on its own.
+    Steps: import the libraries, build the tiny model, make the clip, load the backend
+    (audio-only), then the engine's decode, speech detection and transcription stages,
+    then writing and reading back the subtitle files. Each step is timed on its own.
     """
+    steps: list[Step] = []
+    current = ["libraries"]
+    try:
+        return _run_steps(work, console, steps, current)
+    except Exception as error:
+        raise SelfTestFailed(current[0], error, steps) from error
+
+
+def _run_steps(work: Path, console: Any, steps: list[Step], current: list[str]) -> list[Step]:
     import pysubs2
 
     from subplug import plugins
     from subplug.engine import Engine
     from subplug.testing.tiny import build_tiny_model
-
-    steps: list[Step] = []
 
     def record(name: str, seconds: float, result: str) -> None:
         steps.append(Step(name, seconds, result))
@@ -109,10 +129,12 @@ def run_self_test(work: Path, console: Any = None) -> list[Step]:
         f"torch {torch.__version__}, transformers {transformers.__version__}",
     )
 
+    current[0] = "tiny model"
     started = time.perf_counter()
     model = build_tiny_model(work / "tiny-gemma3n")
     record("tiny model", time.perf_counter() - started, f"built in {model}")
 
+    current[0] = "clip"
     started = time.perf_counter()
     clip = make_video(speech_clip_path(), work / "self test клип.mp4")
     record(
@@ -127,6 +149,7 @@ def run_self_test(work: Path, console: Any = None) -> list[Step]:
         backend_options=BackendOptions(model=str(model), device="cpu"),
         resume=False,
     )
+    current[0] = "model-load"
     started = time.perf_counter()
     backend = plugins.backends()[options.backend](options.backend_options)
     facts = backend.describe()
@@ -141,7 +164,8 @@ def run_self_test(work: Path, console: Any = None) -> list[Step]:
 
     def on_event(event: JobEvent) -> None:
         if event.kind == "stage":
-            marks.append((str(event.data["stage"]), time.perf_counter()))
+            current[0] = str(event.data["stage"])
+            marks.append((current[0], time.perf_counter()))
 
     (work / "out").mkdir()
     try:
@@ -159,6 +183,7 @@ def run_self_test(work: Path, console: Any = None) -> list[Step]:
                     record(name, end - begin, results[name])
             if not tracks.transcripts:
                 raise RuntimeError("speech detection found no speech in the self-test clip")
+            current[0] = "write"
             started = time.perf_counter()
             written = engine.write(tracks, options)
     finally:
@@ -186,8 +211,29 @@ def self_test_check(console: Any = None) -> DoctorCheck:
         if console is not None:
             console.print("[bold]self-test[/] (tiny model, offline):")
         started = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="subplug-selftest-") as tmp:
-            steps = run_self_test(Path(tmp), console)
+        try:
+            with tempfile.TemporaryDirectory(prefix="subplug-selftest-") as tmp:
+                steps = run_self_test(Path(tmp), console)
+        except SelfTestFailed as failed:
+            error = failed.error
+            if isinstance(error, SubplugError):
+                why, hint = error.message, error.hint
+            else:
+                why, hint = f"{type(error).__name__}: {error}", None
+            details: dict[str, Any] = {
+                "failed_step": failed.step,
+                "steps": [s.__dict__ for s in failed.steps],
+            }
+            if not isinstance(error, SubplugError):
+                details["traceback"] = "".join(traceback.format_exception(error))
+            return CheckResult(
+                CheckStatus.FAIL,
+                f"step {failed.step!r} failed: {why}",
+                hint
+                or "Please report this with the output of `subplug doctor --self-test --json` "
+                "(it holds the traceback).",
+                details=details,
+            )
         total = time.perf_counter() - started
         return CheckResult(
             CheckStatus.OK,
