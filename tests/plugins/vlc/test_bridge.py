@@ -495,6 +495,7 @@ def run_job(
     return lua.json("result", prelude=code)
 
 
+@pytest.mark.slow
 def test_job_reports_the_engines_error(lua: Lua, tmp_path: Path) -> None:
     media = tmp_path / "нет такого 'file'.mp4"
     result = run_job(lua, media, None, {}, [], timeout=120)
@@ -507,6 +508,7 @@ def test_job_reports_the_engines_error(lua: Lua, tmp_path: Path) -> None:
     assert result["args"][-1] == str(media)
 
 
+@pytest.mark.slow
 def test_job_follows_a_real_run_to_the_written_files(lua: Lua, tmp_path: Path) -> None:
     """Engine plumbing with the test backend: events are read while the job runs, and
     the outputs it names exist."""
