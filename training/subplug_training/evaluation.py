@@ -1,0 +1,406 @@
+"""``subplug eval``: score models on held-out data, per instruction, and compare them.
+
+Each sample is sent through the engine's own backend (``gemma3n``: the exact prompt,
+greedy decoding, the repetition guard) and its answer parsed with
+:func:`subplug.prompts.parse_output`, exactly as ``subplug generate`` does. Then, for
+every output language of the instruction:
+
+* the audio's own language is a **transcription**: WER and CER (jiwer) after
+  :func:`normalise` on both sides;
+* the other language is a **translation**: BLEU and chrF++ (sacrebleu, corpus level, on
+  the texts with whitespace collapsed; sacrebleu tokenises itself).
+
+Scores are given per instruction and over all instructions, for each model, in a JSON
+report (with every sample's raw answers) and a Markdown table.
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from subplug.errors import SubplugError
+from subplug.prompts import INSTRUCTION_SPECS, INSTRUCTIONS, LANGUAGE_NAMES, normalise_whitespace
+from subplug.types import Task
+
+from subplug_training.data import DataSpec, Source, load_audio, seed_shuffle
+from subplug_training.instructions import Sample
+from subplug_training.recipe import DataSettings
+
+REPORT_VERSION = 1
+JSON_NAME = "eval-report.json"
+MARKDOWN_NAME = "eval-report.md"
+
+#: What :func:`normalise` does, recorded in every report.
+NORMALISATION = (
+    "NFKC; casefold; apostrophes removed; other punctuation and symbols become spaces; "
+    "whitespace collapsed; digits kept"
+)
+
+_APOSTROPHES = str.maketrans({"'": "", "’": "", "ʼ": "", "`": ""})
+
+
+def normalise(text: str) -> str:
+    """The text normalisation applied before WER and CER, for English and Mongolian.
+
+    Unicode NFKC; case folded (``Ө`` → ``ө``; Cyrillic ``ө``/``ү`` stay distinct from
+    ``о``/``у``: they are different letters); apostrophes removed (``don't`` →
+    ``dont``); every other punctuation mark or symbol (Unicode categories P and S,
+    hyphens and dashes included) becomes a space; whitespace collapsed. Digits are kept
+    as written (no number spelling).
+    """
+    text = unicodedata.normalize("NFKC", text).casefold().translate(_APOSTROPHES)
+    text = "".join(" " if unicodedata.category(ch)[0] in "PS" else ch for ch in text)
+    return " ".join(text.split())
+
+
+# ------------------------------------------------------------------ instructions
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """How an instruction is asked for one sample and what its answer is compared with."""
+
+    task: Task
+    source: str | None
+    """What the parser is told about the source language (``None`` for instruction 1,
+    as ``subplug generate --source auto`` asks it)."""
+    outputs: tuple[str, ...]
+    """Output languages, in answer order."""
+
+
+def expectation(number: int, audio_language: str) -> Expectation:
+    """The task, parser hint and output languages of instruction ``number`` on audio in
+    ``audio_language`` (mirrors :func:`subplug.prompts.training_target`)."""
+    spec = INSTRUCTION_SPECS[number - 1]
+    if spec.all_outputs:
+        return Expectation(Task.BOTH, audio_language, spec.output_languages)
+    if audio_language in spec.output_languages:
+        source = None if number == 1 else audio_language
+        return Expectation(Task.TRANSCRIBE, source, (audio_language,))
+    return Expectation(Task.TRANSLATE, audio_language, (spec.output_languages[0],))
+
+
+def metric_key(audio_language: str, output_language: str) -> str:
+    """``asr-en``/``asr-mn`` for transcriptions, ``en-mn``/``mn-en`` for translations."""
+    if audio_language == output_language:
+        return f"asr-{audio_language}"
+    return f"{audio_language}-{output_language}"
+
+
+def hypotheses(raw: str, number: int, audio_language: str) -> dict[str, str]:
+    """The model's text per output language, parsed as the engine parses it. A
+    single-output answer counts whatever language it came out in (a transcription in
+    the wrong language then scores as the error it is)."""
+    from subplug.prompts import parse_output
+
+    want = expectation(number, audio_language)
+    parsed = parse_output(raw, want.task, want.source)
+    if want.task is Task.BOTH:
+        return {lang: parsed.get(lang, "") for lang in want.outputs}
+    return {want.outputs[0]: " ".join(parsed.values())}
+
+
+# ------------------------------------------------------------------------ scoring
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One scored output: which instruction and metric it belongs to, reference, output."""
+
+    instruction: int
+    key: str
+    reference: str
+    hypothesis: str
+
+
+def score(pairs: Sequence[Pair]) -> dict[str, Any]:
+    """Corpus-level scores of ``pairs`` that share a metric key."""
+    import jiwer
+    import sacrebleu
+
+    if not pairs:
+        return {"samples": 0}
+    if pairs[0].key.startswith("asr-"):
+        kept = [(normalise(p.reference), normalise(p.hypothesis)) for p in pairs]
+        kept = [(ref, hyp) for ref, hyp in kept if ref]
+        if not kept:
+            return {"samples": 0, "skipped": len(pairs)}
+        refs, hyps = [r for r, _ in kept], [h for _, h in kept]
+        return {
+            "samples": len(kept),
+            "wer": round(100 * jiwer.wer(refs, hyps), 2),
+            "cer": round(100 * jiwer.cer(refs, hyps), 2),
+        }
+    refs = [normalise_whitespace(p.reference) for p in pairs]
+    hyps = [normalise_whitespace(p.hypothesis) for p in pairs]
+    return {
+        "samples": len(pairs),
+        "bleu": round(sacrebleu.corpus_bleu(hyps, [refs]).score, 2),
+        "chrf++": round(sacrebleu.CHRF(word_order=2).corpus_score(hyps, [refs]).score, 2),
+    }
+
+
+def score_model(pairs: Sequence[Pair]) -> dict[str, Any]:
+    """Scores per instruction and metric key, and over all instructions."""
+    per_instruction: dict[str, dict[str, Any]] = {}
+    for number in sorted({p.instruction for p in pairs}):
+        mine = [p for p in pairs if p.instruction == number]
+        per_instruction[str(number)] = {
+            key: score([p for p in mine if p.key == key]) for key in _keys(mine)
+        }
+    overall = {key: score([p for p in pairs if p.key == key]) for key in _keys(pairs)}
+    return {"per_instruction": per_instruction, "overall": overall}
+
+
+def _keys(pairs: Sequence[Pair]) -> list[str]:
+    order = ["asr-en", "asr-mn", "en-mn", "mn-en"]
+    return sorted({p.key for p in pairs}, key=order.index)
+
+
+# ------------------------------------------------------------------------ reports
+
+
+def markdown_table(report: Mapping[str, Any]) -> str:
+    """The report as a Markdown table: one row per instruction and metric, one column
+    per model (lower is better for WER/CER, higher for BLEU/chrF++)."""
+    models = list(report["models"])
+    header = ["instruction", "metric", "samples", *models]
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "| " + " | ".join(["---", "---", "---:"] + ["---:"] * len(models)) + " |",
+    ]
+    first = report["results"][models[0]]
+    sections = [(number, first["per_instruction"][number]) for number in first["per_instruction"]]
+    sections.append(("all", first["overall"]))
+    for number, metrics in sections:
+        label = "all" if number == "all" else f"{number}. {INSTRUCTIONS[int(number) - 1]}"
+        for key, values in metrics.items():
+            for metric in ("wer", "cer", "bleu", "chrf++"):
+                if metric not in values:
+                    continue
+                cells = []
+                for model in models:
+                    results = report["results"][model]
+                    table = (
+                        results["overall"]
+                        if number == "all"
+                        else results["per_instruction"].get(number, {})
+                    )
+                    value = table.get(key, {}).get(metric)
+                    cells.append("–" if value is None else f"{value:.2f}")
+                name = f"{metric.upper() if metric != 'chrf++' else 'chrF++'} {_describe(key)}"
+                lines.append(
+                    f"| {label} | {name} | {values['samples']} | " + " | ".join(cells) + " |"
+                )
+    return "\n".join(lines) + "\n"
+
+
+def _describe(key: str) -> str:
+    if key.startswith("asr-"):
+        return LANGUAGE_NAMES[key[4:]]
+    source, target = key.split("-")
+    return f"{source}→{target}"
+
+
+# -------------------------------------------------------------------------- runs
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """What ``subplug eval`` was asked to do."""
+
+    models: tuple[str, ...]
+    data: tuple[DataSpec, ...]
+    settings: DataSettings
+    split: str = "test"
+    """``test`` (held-out rows), ``train`` or ``all``."""
+    instructions: str | tuple[int, ...] = "assigned"
+    """``assigned``: the seed's draw per row; or instruction numbers (each that fits)."""
+    limit: int | None = None
+    out_dir: Path = Path(".")
+    device: str = "auto"
+    batch_size: int | None = None
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    """The finished report: its data, its Markdown table, the files written."""
+
+    data: dict[str, Any]
+    markdown: str
+    paths: tuple[Path, ...]
+
+
+def select_samples(
+    options: EvalOptions, console: Any = None
+) -> tuple[list[Sample], dict[str, Source]]:
+    """The samples to score (the chosen split's rows with their instructions, in a
+    fixed order: a seeded shuffle, cut to ``limit``) and their sources by name."""
+    from subplug_training.data import open_sources, ordered, scan
+    from subplug_training.instructions import plan_samples
+
+    if not options.data:
+        raise SubplugError(
+            "no-data",
+            "No evaluation data given.",
+            "Add --data KIND=PATH (the same sources as for training; their held-out rows "
+            "are scored), or a manifest of your own test recordings.",
+        )
+    results = []
+    for spec in options.data:
+        for source in open_sources(spec, options.settings):
+            results.append(scan(source, options.settings))
+    mode = "seed" if options.instructions == "assigned" else options.instructions
+    plan = plan_samples(ordered(results), mode, options.settings.seed)
+    dropped = sum(sum(r.dropped.values()) for r in results)
+    if dropped and console is not None:
+        console.print(f"  {dropped} unusable row(s) skipped (as in training).", highlight=False)
+    if options.split == "test":
+        chosen = list(plan.test)
+    elif options.split == "train":
+        chosen = list(plan.train)
+    else:
+        chosen = [*plan.train, *plan.test]
+    if options.split != "train":
+        chosen = [chosen[i] for i in seed_shuffle(len(chosen), options.settings.seed)]
+    if options.limit is not None:
+        chosen = chosen[: options.limit]
+    if not chosen:
+        raise SubplugError(
+            "no-eval-samples",
+            f"The {options.split} split of the given data has no usable samples.",
+            "Use --split all, or give data with held-out rows (a manifest with "
+            '"split": "test" lines).',
+        )
+    return chosen, {r.source.name: r.source for r in results}
+
+
+def run_evaluation(options: EvalOptions, console: Any = None) -> EvalReport:
+    """Score every model on the selected samples and write the reports."""
+    from subplug import cache
+
+    out_dir = options.out_dir.expanduser()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SubplugError("out-not-a-folder", f"--out {out_dir} is a file, not a folder.")
+    for model in options.models:
+        cache.resolve_model(model)
+    samples, sources = select_samples(options, console)
+
+    def audio(sample: Sample) -> Any:
+        return load_audio(sources[sample.source].record(sample.row))
+
+    results: dict[str, Any] = {}
+    answers: dict[str, list[str]] = {}
+    for model in options.models:
+        raw = _generate(model, samples, audio, options, console)
+        answers[model] = raw
+        pairs = [
+            Pair(
+                sample.instruction, metric_key(sample.audio_language, lang), sample.texts[lang], hyp
+            )
+            for sample, answer in zip(samples, raw, strict=True)
+            for lang, hyp in hypotheses(answer, sample.instruction, sample.audio_language).items()
+            if lang in sample.texts
+        ]
+        results[model] = score_model(pairs)
+    data = {
+        "version": REPORT_VERSION,
+        "models": list(options.models),
+        "data": [spec.label for spec in options.data],
+        "split": options.split,
+        "instructions": options.instructions
+        if isinstance(options.instructions, str)
+        else list(options.instructions),
+        "samples": len(samples),
+        "normalisation": NORMALISATION,
+        "results": results,
+        "outputs": [
+            {
+                "key": sample.key,
+                "instruction": sample.instruction,
+                "audio_language": sample.audio_language,
+                "target": sample.target,
+                "answers": {model: answers[model][i] for model in options.models},
+            }
+            for i, sample in enumerate(samples)
+        ],
+    }
+    markdown = markdown_table(data)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = (out_dir / JSON_NAME, out_dir / MARKDOWN_NAME)
+    _write(paths[0], json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    _write(paths[1], markdown)
+    return EvalReport(data, markdown, paths)
+
+
+def _generate(
+    model: str,
+    samples: Sequence[Sample],
+    audio: Callable[[Sample], Any],
+    options: EvalOptions,
+    console: Any,
+) -> list[str]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from subplug import plugins, prompts
+    from subplug.types import (
+        SAMPLE_RATE,
+        AudioChunk,
+        BackendOptions,
+        BackendRequest,
+        ChunkSpan,
+        SpeechRegion,
+    )
+
+    factory = plugins.backends()["gemma3n"]
+    backend = factory(
+        BackendOptions(model=model, device=options.device, batch_size=options.batch_size)
+    )
+
+    def request(index: int, sample: Sample) -> BackendRequest:
+        samples_16k = audio(sample)
+        seconds = len(samples_16k) / SAMPLE_RATE
+        span = ChunkSpan(index, 0.0, seconds, (SpeechRegion(0.0, seconds),))
+        want = expectation(sample.instruction, sample.audio_language)
+        return BackendRequest(
+            chunk=AudioChunk(span, samples_16k),
+            instruction=INSTRUCTIONS[sample.instruction - 1],
+            task=want.task,
+            source=want.source,
+            max_new_tokens=prompts.max_new_tokens_for(seconds, want.task),
+        )
+
+    answers: list[str] = []
+    step = max(1, options.batch_size or 8)
+    try:
+        with Progress(
+            TextColumn(f"[bold]scoring[/] {model}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            console=console,
+            disable=console is None,
+        ) as progress:
+            task = progress.add_task(model, total=len(samples))
+            for start in range(0, len(samples), step):
+                batch = [
+                    request(start + i, sample)
+                    for i, sample in enumerate(samples[start : start + step])
+                ]
+                answers.extend(backend.generate(batch))
+                progress.advance(task, len(batch))
+    finally:
+        backend.close()
+    return answers
+
+
+def _write(path: Path, text: str) -> None:
+    """Write ``text`` atomically; an earlier report there is kept as ``NAME.bak``."""
+    if path.exists():
+        path.replace(path.with_name(f"{path.name}.bak"))
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
