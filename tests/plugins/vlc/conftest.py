@@ -60,7 +60,7 @@ def vlc_user() -> Iterator[VlcUser]:
     try:
         problem = can_run_python(user)
         if problem:
-            pytest.skip(problem)
+            pytest.fail(problem)
         yield user
     finally:
         restore_modes(opened)

@@ -35,6 +35,7 @@ MEDIA_NAME = 'Кино\'s "test" clip.mp4'
 
 
 def cvlc() -> str | None:
+    """The ``cvlc`` program (VLC without a window), or ``None``."""
     return shutil.which("cvlc")
 
 
@@ -57,7 +58,6 @@ def python_paths() -> list[Path]:
         Path(sys.executable).resolve(),
         Path(subplug.__file__).resolve(),
         Path(subplug_vlc.__file__).resolve(),
-        Path(pytest.__file__).resolve(),
     ]
 
 
@@ -81,6 +81,8 @@ class VlcUser:
 
 
 def root_user() -> VlcUser:
+    """The ``subplug-vlc`` system user (created when missing) and ``runuser`` to use it;
+    skips the test when the tools to do so are missing."""
     runuser, useradd = shutil.which("runuser"), shutil.which("useradd")
     if runuser is None:
         pytest.skip("running as root and runuser is missing: cannot run VLC as a normal user")
