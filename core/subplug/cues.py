@@ -98,11 +98,16 @@ _PIECE_COST = 1.0
 _CUT_WEIGHT = 1.5
 _SHORT_WEIGHT = 12.0
 _CPS_WEIGHT = 6.0
-_SILENCE_WEIGHT = 2.0
+_SILENCE_WEIGHT = 4.0
 _LONG_WEIGHT = 8.0
 _BALANCE_WEIGHT = 6.0
 _ALIGN_WEIGHT = 0.25
 _MERGE_GAP = 1.0
+# Snapping cuts to pauses: how far (seconds, and words' worth of speech) a boundary may
+# be moved, and how much a good break point counts against distance.
+_SNAP_MIN = 0.4
+_SNAP_WORDS = 2.5
+_SNAP_CUT_WEIGHT = 0.25
 _MIN_VISIBLE = 0.1
 
 
@@ -321,36 +326,68 @@ class _Segmenter:
         self.n = len(main)
         total = main.weight(self.n)
         clocks = [speech.total * main.weight(k) / total for k in range(self.n + 1)]
+        clocks = self._snap_to_pauses(main, clocks)
         self.start_times = [speech.media_time(c, ending=False) for c in clocks]
         self.end_times = [speech.media_time(c, ending=True) for c in clocks]
-        self._snap_to_pauses(clocks)
         self.maps = {lang: self._map(main, words) for lang, words in self.words.items()}
         self._layouts: dict[tuple[str, int, int], tuple[float, tuple[tuple[int, int], ...]] | None]
         self._layouts = {}
 
-    def _snap_to_pauses(self, clocks: Sequence[float]) -> None:
-        """Move the cut nearest each pause onto it (longest pauses first)."""
+    def _snap_to_pauses(self, main: _Words, clocks: Sequence[float]) -> list[float]:
+        """Anchor a word boundary on each pause and share time by characters between
+        anchors.
+
+        Longest pauses first, the boundary chosen is the one nearest the pause (within
+        about two words) that makes a good cut: a sentence end a little further away
+        beats a plain word boundary right at the pause. Anchors keep text order. The
+        clock is then warped piecewise linearly so each anchor lands exactly on its
+        pause: a cue cut there ends with the speech before it and the next starts with
+        the speech after it.
+        """
         regions = self.speech.regions
-        if len(regions) < 2 or self.n < 2:
-            return
-        tolerance = max(0.3, 1.5 * self.speech.total / self.n)
+        n = self.n
+        if len(regions) < 2 or n < 2:
+            return list(clocks)
+        tolerance = max(_SNAP_MIN, _SNAP_WORDS * self.speech.total / n)
         gaps = sorted(
-            range(len(regions) - 1), key=lambda k: regions[k + 1].start - regions[k].end,
+            range(len(regions) - 1),
+            key=lambda k: regions[k + 1].start - regions[k].end,
             reverse=True,
         )
-        taken: set[int] = set()
+        anchors: dict[int, float] = {}
+        current = list(clocks)
         for gap in gaps:
             at = self.speech.offsets[gap + 1]
-            nearest = min(range(1, self.n), key=lambda b: abs(clocks[b] - at))
-            if nearest in taken or abs(clocks[nearest] - at) > tolerance:
+            candidates = [
+                b
+                for b in range(1, n)
+                if abs(current[b] - at) <= tolerance
+                and all((b2 < b) == (at2 < at) and b2 != b for b2, at2 in anchors.items())
+            ]
+            if not candidates:
                 continue
-            # Keep times monotonic: never snap past a neighbour's time.
-            new_end, new_start = regions[gap].end, regions[gap + 1].start
-            if self.start_times[nearest - 1] >= new_end or self.end_times[nearest + 1] <= new_start:
-                continue
-            taken.add(nearest)
-            self.end_times[nearest] = new_end
-            self.start_times[nearest] = new_start
+            best = min(
+                candidates,
+                key=lambda b: (
+                    abs(current[b] - at) / tolerance + _SNAP_CUT_WEIGHT * main.cut_costs[b]
+                ),
+            )
+            anchors[best] = at
+            current = self._warp(main, anchors)
+        return current
+
+    def _warp(self, main: _Words, anchors: Mapping[int, float]) -> list[float]:
+        """Speech-clock time of every boundary: anchors where given, shared by
+        characters in between."""
+        points = sorted([(0, 0.0), *anchors.items(), (self.n, self.speech.total)])
+        warped = [0.0] * (self.n + 1)
+        for (b0, c0), (b1, c1) in zip(points, points[1:], strict=False):
+            w0, w1 = main.weight(b0), main.weight(b1)
+            for k in range(b0, b1 + 1):
+                share = (main.weight(k) - w0) / (w1 - w0) if w1 > w0 else 0.0
+                warped[k] = c0 + (c1 - c0) * share
+            warped[b0], warped[b1] = c0, c1
+        return warped
 
     def _map(self, main: _Words, other: _Words) -> list[int]:
         """For each cut of the pilot text, the best cut of ``other`` near the same
@@ -645,7 +682,9 @@ def _merge_repeats(cues: Sequence[Cue], options: CueOptions) -> list[Cue]:
 def _enforce_gaps(cues: Sequence[Cue], options: CueOptions) -> list[Cue]:
     """At least ``min_gap`` between consecutive cues: shorten the earlier cue, then (if
     it would vanish) start the later one later; a cue that still cannot fit is dropped
-    rather than overlapping (only possible with overlapping chunks)."""
+    rather than overlapping. That only happens to a chunk with more cues than it has
+    tenths of a second (a model answer far longer than its audio could hold) or with
+    overlapping chunks."""
     out: list[Cue] = []
     for cue in cues:
         if out:
