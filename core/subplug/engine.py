@@ -172,7 +172,7 @@ class Engine:
             self._job = {"files": len(media_files), "index": index}
             self.emit("file-start", media, index=index, total_files=len(media_files))
             try:
-                tracks = self.write(self.generate(media, options), options)
+                tracks = self.write(self._generate(Path(media), options), options)
             except SubplugError as error:
                 if isinstance(error, Cancelled):
                     raise
@@ -189,11 +189,13 @@ class Engine:
 
     def generate(self, media: Path, options: GenerateOptions) -> Tracks:
         """Subtitle tracks for ``media``; writes nothing but the journal."""
+        return self._generate(Path(media), validate(options))
+
+    def _generate(self, media: Path, options: GenerateOptions) -> Tracks:
+        """:meth:`generate` with options already validated."""
         from subplug import cues, segment
         from subplug import media as media_module
 
-        options = validate(options)
-        media = Path(media)
         self.check_outputs(media, options)
         self.emit("stage", media, stage="probe")
         info = media_module.probe(media)

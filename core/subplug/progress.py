@@ -100,9 +100,12 @@ class RichProgress:
             transient=False,
         )
         self.tasks: dict[Path, Any] = {}
+        self.totals: dict[Path, int] = {}
+        """Chunks per file, once known."""
         self.errors: list[tuple[Path | None, dict[str, Any]]] = []
         self.warnings: list[tuple[Path | None, str]] = []
         self.started = False
+        self.current: Path | None = None
 
     def _task(self, media: Path) -> Any:
         if media not in self.tasks:
@@ -117,19 +120,29 @@ class RichProgress:
             self.progress.start()
             self.started = True
         media, data = event.media, event.data
-        if event.kind == "stage" and media is not None:
+        if event.kind == "file-start" and media is not None:
+            self.current = media
+            self._task(media)
+        elif event.kind == "stage" and media is not None:
             self.progress.update(self._task(media), stage=STAGE_LABELS.get(data["stage"], ""))
         elif event.kind == "stage" and data.get("stage") == "model-load":
-            for task in self.tasks.values():
-                self.progress.update(task, stage=STAGE_LABELS["model-load"])
+            if self.current in self.tasks:
+                self.progress.update(self.tasks[self.current], stage=STAGE_LABELS["model-load"])
         elif event.kind == "progress" and media is not None:
+            self.totals[media] = data["total"]
             self.progress.update(self._task(media), completed=data["done"], total=data["total"])
         elif event.kind == "file-done" and media is not None:
             task = self._task(media)
-            total = self.progress.tasks[task].total or 0
+            total = self.totals.get(media, 0)
             self.progress.update(task, stage="done", completed=total, total=total)
         elif event.kind == "file-error" and media is not None:
-            self.progress.update(self._task(media), stage="[red]failed[/]")
+            # The error is printed after the bars; a bar that never started goes away.
+            task = self._task(media)
+            if media not in self.totals:
+                self.progress.remove_task(task)
+                del self.tasks[media]
+            else:
+                self.progress.update(task, stage="[red]failed[/]")
             self.errors.append((media, data["error"]))
         elif event.kind == "warning":
             self.warnings.append((media, data["message"]))
@@ -149,12 +162,13 @@ class RichProgress:
             for path in tracks.outputs:
                 out.print(f"[green]wrote[/] {path}")
         for media, error in self.errors:
-            out.print(
-                f"[bold red]error:[/] {_short(media)}: {error['message']} "
-                f"[dim]\\[{error['reference']}][/]"
-            )
+            message = error["message"]
+            name = _short(media)
+            if name and name not in message:
+                message = f"{name}: {message}"
+            out.print(f"[bold red]error:[/] {message} [dim]\\[{error['reference']}][/]")
             if error.get("hint"):
-                out.print(f"  [bold]hint:[/] {error['hint']}")
+                out.print(f"[bold]hint:[/] {error['hint']}")
 
 
 def _short(media: Path | None) -> str:
