@@ -226,6 +226,7 @@ def checkpoint_vision_params(folder: Path) -> int:
 # ------------------------------------------------------------- repetition guard
 
 
+_UNPRINTABLE = re.compile("[\ufffd\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _WORD = re.compile(r"\S+\s*")
 _PUNCT = re.compile(r"[^\w]+", re.UNICODE)
 
@@ -270,7 +271,12 @@ def trim_repetition(
                 continue
             end = i + repeats * period
             rest = n - end
-            if 0 < rest < period and norm[end:] == unit[:rest]:
+            # A last, partial repetition (cut off by the token budget, maybe mid-word).
+            if (
+                0 < rest <= period
+                and norm[end : n - 1] == unit[: rest - 1]
+                and unit[rest - 1].startswith(norm[n - 1])
+            ):
                 end = n
             skip = end - i
             kept.extend(w for w, _ in words[i : i + period])
@@ -539,7 +545,7 @@ class Gemma3nBackend:
         inputs = self.collate([self.prepare(r) for r in requests])
         prompt_length = inputs["input_ids"].shape[1]
         max_new = max(1, max(r.max_new_tokens for r in requests))
-        stop = _LoopStop(prompt_length)
+        stop = LoopStop(prompt_length)
         with torch.inference_mode():
             output = self.model.generate(
                 **inputs,
@@ -547,16 +553,22 @@ class Gemma3nBackend:
                 stopping_criteria=StoppingCriteriaList([stop]),
             )
         generated = output[:, prompt_length:].tolist()
-        return [self._decode(ids, r) for ids, r in zip(generated, requests, strict=True)]
+        return [self.decode_answer(ids, r) for ids, r in zip(generated, requests, strict=True)]
 
-    def _decode(self, ids: list[int], request: BackendRequest) -> str:
-        ids = ids[: max(1, request.max_new_tokens)]
+    def decode_answer(self, ids: Sequence[int], request: BackendRequest) -> str:
+        """The answer text for the tokens generated for ``request``: cut at the first stop
+        token (and at the request's budget), decoded without special tokens, without the
+        replacement and control characters a cut-off or derailed output can hold, and with
+        repetition loops trimmed (:func:`trim_repetition`; logged)."""
+        ids = list(ids[: max(1, request.max_new_tokens)])
         for position, token in enumerate(ids):
             if token in self.stop_ids:
                 ids = ids[:position]
                 break
-        # A byte-fallback sequence cut off by the token budget decodes to U+FFFD.
-        text = self.tokenizer.decode(ids, skip_special_tokens=True).replace("\ufffd", "").strip()
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        # A byte-fallback sequence cut off by the budget decodes to U+FFFD; control
+        # characters other than line breaks and tabs have no place in a subtitle.
+        text = _UNPRINTABLE.sub("", text).strip()
         trimmed, looped = trim_repetition(text)
         if looped:
             log.info(
@@ -589,8 +601,9 @@ def quiet_loading() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-class _LoopStop:
-    """Stopping criterion: finish a sequence whose newest tokens loop."""
+class LoopStop:
+    """Stopping criterion for ``generate``: finish each sequence whose newest tokens
+    loop (:func:`token_loop_at_end` on the tokens after ``prompt_length``)."""
 
     def __init__(self, prompt_length: int) -> None:
         self.prompt_length = prompt_length
