@@ -151,6 +151,13 @@ def _setup_generate(parser: argparse.ArgumentParser) -> None:
         help="characters per subtitle line (default: 42)",
     )
     parser.add_argument(
+        "--max-chunk",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="longest audio the model hears at once, 1-30 (default: 30)",
+    )
+    parser.add_argument(
         "--no-resume", action="store_true", help="ignore results of an earlier interrupted run"
     )
     parser.add_argument(
@@ -164,13 +171,25 @@ def _generate_options(args: argparse.Namespace) -> Any:
     from subplug.types import BackendOptions, CueOptions, GenerateOptions, StyleOptions
 
     if args.batch_size is not None and args.batch_size < 1:
-        raise SubplugError("bad-batch-size", "--batch-size must be at least 1.")
+        raise SubplugError(
+            "bad-batch-size",
+            f"--batch-size must be at least 1, not {args.batch_size}.",
+            "Leave it out to size batches from free memory.",
+        )
     if not 10 <= args.max_chars <= 100:
-        raise SubplugError("bad-max-chars", "--max-chars must be between 10 and 100.")
+        raise SubplugError(
+            "bad-max-chars",
+            f"--max-chars must be between 10 and 100, not {args.max_chars}.",
+            "42 is the usual limit for English subtitles (Netflix), 39 for Cyrillic.",
+        )
     if args.out is not None:
         out = args.out.expanduser()
         if out.exists() and not out.is_dir():
-            raise SubplugError("out-not-a-folder", f"--out {out} is a file, not a folder.")
+            raise SubplugError(
+                "out-not-a-folder",
+                f"--out {out} is a file, not a folder.",
+                "Give a folder for --out (it is created when missing).",
+            )
         if not out.exists():
             try:
                 out.mkdir(parents=True)
@@ -198,6 +217,7 @@ def _generate_options(args: argparse.Namespace) -> Any:
         ),
         cues=CueOptions(max_chars={"en": args.max_chars, "mn": args.max_chars}),
         style=StyleOptions(bottom=args.bottom),
+        max_chunk=args.max_chunk,
         resume=not args.no_resume,
     )
 

@@ -668,10 +668,7 @@ def _merge_repeats(cues: Sequence[Cue], options: CueOptions) -> list[Cue]:
     for cue in cues:
         if merged:
             last = merged[-1]
-            if (
-                " ".join(cue.lines) == " ".join(last.lines)
-                and cue.start - last.end <= _MERGE_GAP
-            ):
+            if " ".join(cue.lines) == " ".join(last.lines) and cue.start - last.end <= _MERGE_GAP:
                 end = min(max(last.end, cue.end), last.start + options.max_duration)
                 merged[-1] = Cue(last.start, end, last.lines)
                 continue

@@ -76,10 +76,14 @@ def validate(options: GenerateOptions) -> GenerateOptions:
         raise SubplugError(
             "bad-chunk-length",
             f"Chunk length {options.max_chunk:g} s is outside 1–30 s.",
-            "Gemma 3n reads at most 30 s of audio at a time.",
+            "Gemma 3n hears at most 30 s of audio at a time: use --max-chunk 1 to 30.",
         )
     if options.audio_stream is not None and options.audio_stream < 0:
-        raise SubplugError("bad-audio-stream", "--audio-stream must be 0 or more.")
+        raise SubplugError(
+            "bad-audio-stream",
+            f"--audio-stream must be 0 or more, not {options.audio_stream}.",
+            "Audio streams are counted from 0; leave it out to use the default stream.",
+        )
     if options.backend not in plugins.backends():
         raise SubplugError(
             "unknown-backend",
@@ -410,8 +414,7 @@ def _answers(backend: Backend, requests: Sequence[BackendRequest]) -> list[str]:
     answers = list(backend.generate(requests))
     if len(answers) != len(requests):
         raise RuntimeError(
-            f"backend {backend.name!r} returned {len(answers)} answers for "
-            f"{len(requests)} requests"
+            f"backend {backend.name!r} returned {len(answers)} answers for {len(requests)} requests"
         )
     return answers
 

@@ -47,9 +47,7 @@ def _safe_text(lines: Sequence[str]) -> str:
     """Cue lines as ASS event text. Braces would start override blocks and a backslash
     an escape, in ASS and in pysubs2's SRT/VTT writers alike, so they are swapped for
     look-alikes."""
-    cleaned = (
-        line.replace("{", "(").replace("}", ")").replace("\\", "\uff3c") for line in lines
-    )
+    cleaned = (line.replace("{", "(").replace("}", ")").replace("\\", "\uff3c") for line in lines)
     return r"\N".join(cleaned)
 
 
@@ -143,8 +141,7 @@ def render_srt(tracks: Tracks, langs: Sequence[str], style: StyleOptions | None 
 
 def _vtt_escape(cue: Cue) -> Cue:
     lines = tuple(
-        line.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-        for line in cue.lines
+        line.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;") for line in cue.lines
     )
     return Cue(cue.start, cue.end, lines)
 
@@ -251,9 +248,7 @@ def write_files(items: Sequence[tuple[Path, str]], *, overwrite: bool) -> list[P
         for path, text in items:
             current = path
             path.parent.mkdir(parents=True, exist_ok=True)
-            handle, name = tempfile.mkstemp(
-                dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
-            )
+            handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
             temps.append(Path(name))
             with os.fdopen(handle, "wb") as stream:
                 stream.write(text.encode("utf-8"))

@@ -85,7 +85,7 @@ class RichProgress:
             TimeRemainingColumn,
         )
 
-        self.console = console or Console(stderr=True, highlight=False)
+        self.console = console or Console(stderr=True, highlight=False, soft_wrap=True)
         self.progress = Progress(
             SpinnerColumn(),
             TextColumn("[bold]{task.fields[name]}[/]"),

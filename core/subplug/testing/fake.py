@@ -4,10 +4,15 @@ It answers in the exact text formats the trained model uses (so the real parser 
 with words derived from the chunk's index and duration: about 2.5 words per second of
 speech, so cue shaping sees realistic amounts of text. Tests that need exact output can
 pass ``script``: a function from (request) to the raw text.
+
+``SUBPLUG_FAKE_DELAY=SECONDS`` makes every request take that long, so tests can
+interrupt a run of ``subplug`` in a child process while it transcribes.
 """
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -73,6 +78,9 @@ class FakeBackend:
 
     def generate(self, requests: Sequence[BackendRequest]) -> list[str]:
         self.calls.append(list(requests))
+        delay = float(os.environ.get("SUBPLUG_FAKE_DELAY") or 0)
+        if delay > 0:
+            time.sleep(delay * len(requests))
         return [self.script(request) for request in requests]
 
     def close(self) -> None:
