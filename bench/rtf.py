@@ -177,13 +177,17 @@ def bench_pipeline(args: argparse.Namespace) -> None:
 
 @dataclass
 class Figures:
-    """One batch size's measurements."""
+    """One batch size's measurements: wall-clock seconds, and the CPU seconds this process
+    used (all its threads), which a machine busy with other work inflates far less."""
 
     batch: int
     encoder_s: float
     prefill_s: float
     step_s: float
     """Seconds per decode step (one token for every sequence of the batch)."""
+    encoder_cpu: float
+    prefill_cpu: float
+    step_cpu: float
     steps: int
     peak: int | None
     answer_tokens: int
@@ -199,32 +203,82 @@ class Figures:
         return self.encoder_s + self.prefill_s + self.answer_tokens * self.step_s
 
     @property
+    def chunk_cpu(self) -> float:
+        return self.encoder_cpu + self.prefill_cpu + self.answer_tokens * self.step_cpu
+
+    @property
     def rtf(self) -> float:
         return self.chunk_seconds / (CHUNK_SECONDS * self.batch)
 
+    @property
+    def rtf_cpu(self) -> float:
+        """Real-time factor counted in CPU seconds (the wall figure with the machine to
+        itself and one thread; with more threads, divide by the speed-up they give)."""
+        return self.chunk_cpu / (CHUNK_SECONDS * self.batch)
 
-def build_random_e2b(dtype: str) -> tuple[Any, float]:
-    """A random-initialised E2B, audio-only, in ``dtype``'s storage type; returns it and
-    the seconds it took (building plus random initialisation, nothing read from disk)."""
+
+def _fill_random(model: Any) -> None:
+    """Random values at the real initialisation's scale (std 0.02) for matrices, ones for
+    norm scales, zeros for the scales Gemma 3n initialises to zero."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    bound = 0.02 * 3**0.5
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.ndim >= 2:
+                param.uniform_(-bound, bound, generator=generator)
+            elif name.endswith(("per_dim_scale", "correct_output_scale")):
+                param.zero_()
+            else:
+                param.fill_(1.0)
+
+
+def build_random_e2b(dtype: str) -> Any:
+    """A random-initialised E2B, audio-only, stored as ``dtype`` requires."""
     import torch
     from subplug import runtime
     from subplug.backends.gemma3n import audio_only_model_class, e2b_config
 
-    started = time.perf_counter()
-    torch.manual_seed(0)
-    config = e2b_config()
-    model = audio_only_model_class()._from_config(
-        config, dtype=runtime.torch_dtype(dtype), attn_implementation="sdpa"
-    )
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # older transformers
+        from transformers.modeling_utils import no_init_weights
+
+    with no_init_weights():
+        model = audio_only_model_class()._from_config(
+            e2b_config(), dtype=runtime.torch_dtype(dtype), attn_implementation="sdpa"
+        )
+    model.tie_weights()  # skipped with the initialisation: the head is the embedding
+    _fill_random(model)
     model.eval()
-    runtime.apply_compute_policy(model, dtype)
-    return model, time.perf_counter() - started
+    torch.manual_seed(0)
+    return model
+
+
+def load_checkpoint(folder: Path, dtype: str) -> Any:
+    """Load a saved checkpoint the way the backend does (audio-only class, SDPA), then
+    read every weight once: safetensors maps the file lazily, so without this the first
+    generation would pay for reading the weights."""
+    import torch
+    from subplug import runtime
+    from subplug.backends.gemma3n import audio_only_model_class, quiet_loading
+
+    with quiet_loading():
+        model = audio_only_model_class().from_pretrained(
+            folder, dtype=runtime.torch_dtype(dtype), attn_implementation="sdpa"
+        )
+    model.eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            param.view(-1)[:: max(1, 4096 // param.element_size())].sum()
+    return model
 
 
 def e2b_inputs(batch: int, dtype: Any) -> dict[str, Any]:
     """Model inputs shaped like subplug's: the chat template around 188 audio tokens and
     the combined instruction (real Gemma ids for the special tokens, arbitrary text ids),
-    left-padded to one length, with 30 s of mel features per item."""
+    with 30 s of mel features per item (plus the backend's masked padding)."""
     import torch
 
     generator = torch.Generator().manual_seed(1)
@@ -251,23 +305,39 @@ def e2b_inputs(batch: int, dtype: Any) -> dict[str, Any]:
     }
 
 
+def _now() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
 class _Stamps:
-    """A logits processor that only records when each generation step's logits arrive."""
+    """A logits processor that only records when each generation step's logits arrive
+    (and checks for NaN: the random model must not compute on garbage; -inf is fine,
+    ``min_new_tokens`` puts it on the stop tokens)."""
 
     def __init__(self) -> None:
-        self.times: list[float] = []
+        self.times: list[tuple[float, float]] = []
+        self.finite = True
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
-        self.times.append(time.perf_counter())
+        import torch
+
+        self.times.append(_now())
+        self.finite = self.finite and not bool(torch.isnan(scores).any())
         return scores
 
 
 @contextlib.contextmanager
-def _timed(module: Any, into: list[float]) -> Iterator[None]:
-    """Add the seconds every forward call of ``module`` takes to ``into``."""
-    start: list[float] = []
-    pre = module.register_forward_pre_hook(lambda *_: start.append(time.perf_counter()))
-    post = module.register_forward_hook(lambda *_: into.append(time.perf_counter() - start.pop()))
+def _timed(module: Any, into: list[tuple[float, float]]) -> Iterator[None]:
+    """Add the (wall, CPU) seconds every forward call of ``module`` takes to ``into``."""
+    start: list[tuple[float, float]] = []
+
+    def after(*_: Any) -> None:
+        wall, cpu = _now()
+        began = start.pop()
+        into.append((wall - began[0], cpu - began[1]))
+
+    pre = module.register_forward_pre_hook(lambda *_: start.append(_now()))
+    post = module.register_forward_hook(after)
     try:
         yield
     finally:
@@ -282,7 +352,7 @@ def measure(model: Any, batch: int, decode_tokens: int, answer_tokens: int) -> F
 
     inputs = e2b_inputs(batch, next(model.parameters()).dtype)
     stamps = _Stamps()
-    encoder: list[float] = []
+    encoder: list[tuple[float, float]] = []
     config = GenerationConfig(
         do_sample=False,
         max_new_tokens=decode_tokens,
@@ -292,42 +362,64 @@ def measure(model: Any, batch: int, decode_tokens: int, answer_tokens: int) -> F
     )
     reset_peak()
     with torch.inference_mode(), _timed(model.model.audio_tower, encoder):
-        started = time.perf_counter()
+        started = _now()
         model.generate(
             **inputs, generation_config=config, logits_processor=LogitsProcessorList([stamps])
         )
-    first = stamps.times[0] - started
+    if not stamps.finite:
+        print("warning: NaN logits; the figures may not be representative")
     steps = len(stamps.times) - 1
-    step_s = (stamps.times[-1] - stamps.times[0]) / max(1, steps)
+    first, last = stamps.times[0], stamps.times[-1]
+    enc_wall = sum(w for w, _ in encoder)
+    enc_cpu = sum(c for _, c in encoder)
     return Figures(
         batch=batch,
-        encoder_s=sum(encoder),
-        prefill_s=first - sum(encoder),
-        step_s=step_s,
+        encoder_s=enc_wall,
+        prefill_s=first[0] - started[0] - enc_wall,
+        step_s=(last[0] - first[0]) / max(1, steps),
+        encoder_cpu=enc_cpu,
+        prefill_cpu=first[1] - started[1] - enc_cpu,
+        step_cpu=(last[1] - first[1]) / max(1, steps),
         steps=steps,
         peak=peak_rss(),
         answer_tokens=answer_tokens,
     )
 
 
-def encoder_seconds(model: Any, dtype: Any) -> float:
-    """The audio tower's time on one 30 s chunk, run alone."""
+def encoder_seconds(model: Any, dtype: Any) -> tuple[float, float]:
+    """The audio tower's (wall, CPU) seconds on one 30 s chunk, run alone."""
     import torch
 
     inputs = e2b_inputs(1, dtype)
     with torch.inference_mode():
-        started = time.perf_counter()
+        started = _now()
         model.model.audio_tower(inputs["input_features"], ~inputs["input_features_mask"])
-        return time.perf_counter() - started
+        ended = _now()
+    return ended[0] - started[0], ended[1] - started[1]
+
+
+def _row(f: Figures) -> str:
+    return (
+        f"{f.batch:>5} {f.encoder_s:>8.1f} {f.encoder_cpu:>8.1f} {f.prefill_s:>8.1f} "
+        f"{f.prefill_cpu:>8.1f} {f.step_s:>7.2f} {f.step_cpu:>7.2f} {f.tokens_per_s:>6.2f} "
+        f"{f.batch / f.step_cpu:>6.2f} {gib(f.peak):>6} {f.rtf:>6.2f} {f.rtf_cpu:>6.2f}"
+    )
+
+
+HEADER = (
+    f"{'batch':>5} {'enc s':>8} {'enc cpu':>8} {'pre s':>8} {'pre cpu':>8} {'s/step':>7} "
+    f"{'cpu/st':>7} {'tok/s':>6} {'tok/cs':>6} {'peakGi':>6} {'RTF':>6} {'RTFcpu':>6}"
+)
 
 
 def bench_random_init(args: argparse.Namespace) -> None:
     """Figures for a random-initialised full-size E2B."""
+    import gc
+
     import torch
     from subplug import runtime
+    from subplug.backends.gemma3n import quiet_loading
 
-    if args.random_init != "e2b":
-        raise SystemExit("only --random-init e2b is known")
     dtype = runtime.choose_dtype(args.dtype, "cpu")
     threads = runtime.configure_threads("cpu", args.threads)
     print(f"machine: {machine()}")
@@ -336,31 +428,42 @@ def bench_random_init(args: argparse.Namespace) -> None:
         f"answer: {args.answer_tokens} tokens per 30 s chunk (bilingual); decode measured "
         f"over {args.decode_tokens} steps"
     )
-    before = rss()
-    model, build_s = build_random_e2b(dtype)
-    params = sum(p.numel() for p in model.parameters())
-    vision = sum(p.numel() for n, p in model.named_parameters() if "vision_tower" in n)
-    print(
-        f"built E2B audio-only: {params / 1e9:.3f} B parameters (vision tower: {vision}), "
-        f"{build_s:.1f} s to build and initialise; resident {gib(rss())} GiB "
-        f"(+{gib((rss() or 0) - (before or 0))}), peak {gib(peak_rss())} GiB"
-    )
-    sys.stdout.flush()
-    rows: list[Figures] = []
-    header = (
-        f"{'batch':>5} {'encoder s':>10} {'prefill s':>10} {'s/step':>8} {'tok/s':>7} "
-        f"{'peak GiB':>9} {'s/30s-chunk':>12} {'RTF':>6}"
-    )
-    print(header)
-    for batch in args.batch_sizes:
-        f = measure(model, batch, args.decode_tokens, args.answer_tokens)
-        rows.append(f)
+    folder: Path | None = args.checkpoint
+    if folder is None or not (folder / "config.json").is_file():
+        started = _now()
+        model = build_random_e2b(dtype)
+        built = _now()
         print(
-            f"{f.batch:>5} {f.encoder_s:>10.1f} {f.prefill_s:>10.1f} {f.step_s:>8.2f} "
-            f"{f.tokens_per_s:>7.2f} {gib(f.peak):>9} {f.chunk_seconds / f.batch:>12.1f} "
-            f"{f.rtf:>6.2f}",
+            f"built a random E2B in {built[0] - started[0]:.1f} s "
+            f"({built[1] - started[1]:.1f} CPU s); resident {gib(rss())} GiB",
             flush=True,
         )
+        if folder is not None:
+            with quiet_loading():
+                model.save_pretrained(folder)
+            print(f"saved to {folder} in {time.perf_counter() - built[0]:.1f} s", flush=True)
+            del model
+            gc.collect()
+    if folder is not None:
+        reset_peak()
+        started = _now()
+        model = load_checkpoint(folder, dtype)
+        loaded = _now()
+        print(
+            f"loaded {folder} (audio-only, {dtype}) in {loaded[0] - started[0]:.1f} s "
+            f"({loaded[1] - started[1]:.1f} CPU s); resident {gib(rss())} GiB, "
+            f"peak while loading {gib(peak_rss())} GiB",
+            flush=True,
+        )
+    runtime.apply_compute_policy(model, dtype)
+    params = sum(p.numel() for p in model.parameters())
+    vision = sum(p.numel() for n, p in model.named_parameters() if "vision_tower" in n)
+    print(f"E2B audio-only: {params / 1e9:.3f} B parameters (vision tower: {vision})")
+    rows: list[Figures] = []
+    print(HEADER, flush=True)
+    for batch in args.batch_sizes:
+        rows.append(measure(model, batch, args.decode_tokens, args.answer_tokens))
+        print(_row(rows[-1]), flush=True)
     if args.compare and dtype in ("bfloat16", "bf16-upcast"):
         first = rows[0] if rows and rows[0].batch == 1 else None
         compare(model, dtype, first, args)
@@ -368,7 +471,7 @@ def bench_random_init(args: argparse.Namespace) -> None:
 
 def compare(model: Any, dtype: str, measured: Figures | None, args: argparse.Namespace) -> None:
     """The other bf16 compute mode at batch 1 (same weights, same process), and the audio
-    encoder in float32, as ratios to ``dtype``'s figures."""
+    encoder in float32, as ratios (of CPU seconds) to ``dtype``'s figures."""
     import torch
     from subplug import runtime
 
@@ -382,23 +485,25 @@ def compare(model: Any, dtype: str, measured: Figures | None, args: argparse.Nam
         runtime.apply_compute_policy(model, "bf16-upcast")
         other_name = "bf16-upcast"
     other = measure(model, 1, args.decode_tokens, args.answer_tokens)
-    print(f"same weights, {other_name} compute, batch 1 (ratio to {dtype}):")
+    print(f"same weights, {other_name} compute, batch 1 (CPU-seconds ratio to {dtype}):")
+    print(HEADER)
+    print(_row(other))
     print(
-        f"  encoder {other.encoder_s:.1f} s ({other.encoder_s / measured.encoder_s:.2f}x), "
-        f"prefill {other.prefill_s:.1f} s ({other.prefill_s / measured.prefill_s:.2f}x), "
-        f"decode {other.tokens_per_s:.2f} tok/s "
-        f"({other.tokens_per_s / measured.tokens_per_s:.2f}x), "
-        f"RTF {other.rtf:.2f} ({other.rtf / measured.rtf:.2f}x)",
+        f"  encoder {other.encoder_cpu / measured.encoder_cpu:.2f}x, prefill "
+        f"{other.prefill_cpu / measured.prefill_cpu:.2f}x, decode step "
+        f"{other.step_cpu / measured.step_cpu:.2f}x, RTF {other.rtf_cpu / measured.rtf_cpu:.2f}x",
         flush=True,
     )
     for module in model.modules():
         module.__dict__.pop("forward", None)
-    tower = model.model.audio_tower
-    tower.float()
+    native_encoder = encoder_seconds(model, next(model.parameters()).dtype)
+    model.model.audio_tower.float()
     fp32_encoder = encoder_seconds(model, torch.float32)
     print(
-        f"audio encoder alone in float32 (weights and compute): {fp32_encoder:.1f} s per "
-        f"30 s chunk ({fp32_encoder / measured.encoder_s:.2f}x {dtype}'s)",
+        f"audio encoder alone, one 30 s chunk: bfloat16 {native_encoder[0]:.1f} s "
+        f"({native_encoder[1]:.1f} CPU s), float32 {fp32_encoder[0]:.1f} s "
+        f"({fp32_encoder[1]:.1f} CPU s): float32/bfloat16 "
+        f"{fp32_encoder[1] / native_encoder[1]:.2f}x",
         flush=True,
     )
 
@@ -426,7 +531,13 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--decode-tokens", type=int, default=16, metavar="N")
     parser.add_argument("--answer-tokens", type=int, default=240, metavar="N")
-    parser.add_argument("--compare", action="store_true", help="also native bf16 / fp32 encoder")
+    parser.add_argument("--compare", action="store_true", help="also the other bf16 mode / fp32")
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="random-init mode: save the random model here (about 10 GB) and load it back "
+        "to time loading; reused when it already holds one",
+    )
     args = parser.parse_args(argv)
     if not (args.random_init or args.model or args.tiny):
         parser.error("give --model NAME|PATH, --tiny or --random-init e2b")
