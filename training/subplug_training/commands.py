@@ -26,7 +26,7 @@ EVAL_HELP = "score models on held-out data: WER/CER and BLEU/chrF++ per instruct
 def _console() -> Any:
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, emoji=False)
 
 
 def _data_args(parser: argparse.ArgumentParser) -> None:
