@@ -386,6 +386,10 @@ class CaptionFilter:
         self.writer.daemon = True
         self.writer.start()
 
+    def log(self, level, message):
+        """A line in OBS's log (Help → Log Files), prefixed ``[subplug]``."""
+        self.api.log(level, message)
+
     # ------------------------------------------------------------- audio thread
 
     def filter_audio(self, audio_pointer):
@@ -447,6 +451,7 @@ class CaptionFilter:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 bufsize=0,
+                creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),  # Windows
             )
         except OSError as exc:
             self.events.append(
@@ -454,15 +459,17 @@ class CaptionFilter:
                  "message": f"cannot run {command[0]}: {exc.strerror or exc}"}
             )
             return
-        _log(LOG_INFO, f"started engine (pid {proc.pid}): {' '.join(command)}")
+        self.log(LOG_INFO, f"started engine (pid {proc.pid}): {' '.join(command)}")
         with self.lock:
             self.proc = proc
-        for target in (self._read_events, self._read_stderr):
-            thread = threading.Thread(target=target, args=(proc, generation))
-            thread.daemon = True
-            thread.start()
+        errors = threading.Thread(target=self._read_stderr, args=(proc, generation))
+        errors.daemon = True
+        errors.start()
+        events = threading.Thread(target=self._read_events, args=(proc, generation, errors))
+        events.daemon = True
+        events.start()
 
-    def _read_events(self, proc, generation):
+    def _read_events(self, proc, generation, errors):
         for raw in proc.stdout:
             try:
                 event = json.loads(raw)
@@ -472,6 +479,7 @@ class CaptionFilter:
                 event["generation"] = generation
                 self.events.append(event)
         code = proc.wait()
+        errors.join(2.0)  # so the exit is reported with the engine's last words
         self.events.append({"event": "_exit", "generation": generation, "code": code})
 
     def _read_stderr(self, proc, generation):
@@ -534,7 +542,7 @@ class CaptionFilter:
             if self.last_error:
                 self.last_error = None
                 self.show("", "")
-            _log(LOG_INFO, "engine ready")
+            self.log(LOG_INFO, "engine ready")
         elif kind == "caption":
             en, mn = event.get("en") or "", event.get("mn") or ""
             seconds = show_seconds(event)
@@ -545,9 +553,9 @@ class CaptionFilter:
         elif kind == "error":
             error = event.get("error") or {}
             self.last_error = error.get("message") or "unknown error"
-            _log(LOG_WARNING, f"engine error: {self.last_error}")
+            self.log(LOG_WARNING, f"engine error: {self.last_error}")
         elif kind == "dropped":
-            _log(LOG_INFO, f"engine dropped {event.get('seconds')} s ({event.get('reason')})")
+            self.log(LOG_INFO, f"engine dropped {event.get('seconds')} s ({event.get('reason')})")
         elif kind == "_exit":
             self.engine_exited(event, now)
 
@@ -567,7 +575,7 @@ class CaptionFilter:
         delay = self.backoff
         self.backoff = min(self.backoff * 2, BACKOFF_MAX)
         self.restart_at = now + delay
-        _log(LOG_WARNING, f"engine stopped ({reason}); restarting in {delay:.0f} s")
+        self.log(LOG_WARNING, f"engine stopped ({reason}); restarting in {delay:.0f} s")
         self.show(wrap(f"subplug stopped: {reason} (restarting in {delay:.0f} s)"), "")
         self.clear_at = None
 
