@@ -31,7 +31,7 @@ RATE = 48_000
 
 
 def test_script_version_is_subplugs() -> None:
-    assert script.SCRIPT_VERSION == __version__
+    assert __version__ == script.SCRIPT_VERSION
 
 
 @pytest.mark.parametrize("channels", [1, 2, 6])
@@ -71,7 +71,7 @@ def test_engine_command_carries_the_filter_settings() -> None:
     settings = {"source": "mn", "backend": "gemma3n", "device": "cpu", "model": "/m"}
     command = script.engine_command(config, settings, 44_100, 2)
     assert command[:4] == ["/x/python", "-m", "subplug", "live"]
-    flags = dict(zip(command[4::2], command[5::2]))
+    flags = dict(zip(command[4::2], command[5::2], strict=False))
     assert flags == {
         "--format": "f32le",
         "--rate": "44100",
@@ -132,15 +132,15 @@ def test_ctypes_declarations_match_libobs_headers(tmp_path: Path) -> None:
         "timestamp": audio.timestamp.offset,
         "size": ctypes.sizeof(audio),
     } == found["audio_data"]
-    assert (script.OBS_SOURCE_TYPE_FILTER, script.OBS_SOURCE_AUDIO) == (
+    assert (
         found["filter"],
         found["audio"],
-    )
-    assert (script.OBS_COMBO_TYPE_LIST, script.OBS_COMBO_FORMAT_STRING, script.OBS_TEXT_INFO) == (
+    ) == (script.OBS_SOURCE_TYPE_FILTER, script.OBS_SOURCE_AUDIO)
+    assert (
         found["list"],
         found["string"],
         found["info"],
-    )
+    ) == (script.OBS_COMBO_TYPE_LIST, script.OBS_COMBO_FORMAT_STRING, script.OBS_TEXT_INFO)
 
 
 # ------------------------------------------------- one filter, a real engine

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import array
 import collections
+import contextlib
 import ctypes
 import ctypes.util
 import json
@@ -246,16 +247,27 @@ def _open_library(candidates, symbol):
 def bind_libobs():
     """libobs and the frontend API of the running OBS, with their signatures set."""
     libobs = _open_library(
-        [None, "libobs.so.0", "libobs.so", ctypes.util.find_library("obs"), "obs.dll",
-         "libobs.framework/libobs"],
+        [
+            None,
+            "libobs.so.0",
+            "libobs.so",
+            ctypes.util.find_library("obs"),
+            "obs.dll",
+            "libobs.framework/libobs",
+        ],
         "obs_register_source_s",
     )
     if libobs is None:
         raise OSError("libobs is not loaded in this process (is this OBS?)")
     frontend = _open_library(
-        [None, "libobs-frontend-api.so.0", "libobs-frontend-api.so",
-         ctypes.util.find_library("obs-frontend-api"), "obs-frontend-api.dll",
-         "obs-frontend-api.dylib"],
+        [
+            None,
+            "libobs-frontend-api.so.0",
+            "libobs-frontend-api.so",
+            ctypes.util.find_library("obs-frontend-api"),
+            "obs-frontend-api.dll",
+            "obs-frontend-api.dylib",
+        ],
         "obs_frontend_get_streaming_output",
     )
     api = types.SimpleNamespace()
@@ -455,8 +467,12 @@ class CaptionFilter:
             )
         except OSError as exc:
             self.events.append(
-                {"event": "_exit", "generation": generation, "code": None,
-                 "message": f"cannot run {command[0]}: {exc.strerror or exc}"}
+                {
+                    "event": "_exit",
+                    "generation": generation,
+                    "code": None,
+                    "message": f"cannot run {command[0]}: {exc.strerror or exc}",
+                }
             )
             return
         self.log(LOG_INFO, f"started engine (pid {proc.pid}): {' '.join(command)}")
@@ -498,10 +514,8 @@ class CaptionFilter:
             return
 
         def finish():
-            try:
+            with contextlib.suppress(OSError):
                 proc.stdin.close()
-            except OSError:
-                pass
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -707,7 +721,7 @@ def _on_get_properties(data):
     instance = _instance(data)
     if instance is not None and instance.last_error:
         api.obs_properties_add_text(
-            props, b"status", f"Engine: {instance.last_error}".encode("utf-8"), OBS_TEXT_INFO
+            props, b"status", f"Engine: {instance.last_error}".encode(), OBS_TEXT_INFO
         )
     return props
 
