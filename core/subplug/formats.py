@@ -184,6 +184,7 @@ def check_writable(paths: Iterable[Path], *, overwrite: bool) -> None:
     or its folder cannot be created or written. Raises :class:`SubplugError`
     ``output-exists`` or ``output-not-writable``."""
     paths = [Path(p) for p in paths]
+    probed: set[Path] = set()
     for path in paths:
         if path.is_dir():
             raise SubplugError(
@@ -194,12 +195,13 @@ def check_writable(paths: Iterable[Path], *, overwrite: bool) -> None:
         folder = path.parent
         while not folder.exists() and folder != folder.parent:
             folder = folder.parent
-        if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        if not folder.is_dir() or (folder not in probed and not _can_create_in(folder)):
             raise SubplugError(
                 "output-not-writable",
                 f"Cannot write {path}: {folder} is not a writable folder.",
                 "Choose another output folder with --out DIR, or fix its permissions.",
             )
+        probed.add(folder)
     existing = [path for path in paths if path.exists() or path.is_symlink()]
     if existing and not overwrite:
         names = ", ".join(str(p) for p in existing)
@@ -208,6 +210,20 @@ def check_writable(paths: Iterable[Path], *, overwrite: bool) -> None:
             f"Subtitle file{'s' if len(existing) > 1 else ''} already there: {names}.",
             "Pass --overwrite to replace them (each old file is kept as NAME.bak).",
         )
+
+
+def _can_create_in(folder: Path) -> bool:
+    """Whether a file can be created in ``folder``, found by creating (and removing) an
+    empty one: permission bits do not tell the whole story (root, ACLs, read-only
+    mounts, network shares)."""
+    try:
+        handle, name = tempfile.mkstemp(dir=folder, prefix=".subplug-probe-")
+    except OSError:
+        return False
+    os.close(handle)
+    with contextlib.suppress(OSError):
+        os.unlink(name)
+    return True
 
 
 def _os_error(exc: OSError, path: Path) -> SubplugError:
