@@ -261,25 +261,84 @@ def open_sources(spec: DataSpec, settings: DataSettings) -> list[Source]:
 def _open_dataset(spec: DataSpec) -> dict[str, Any]:
     """The stored splits of a local dataset copy, audio left undecoded."""
     import datasets
+    from subplug.cache import subplug_home
 
     path = spec.path
+    folder_parts = _audio_folder(path)
+    if folder_parts is not None:
+        return folder_parts
+    bars = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
     try:
         if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
             loaded = datasets.load_from_disk(str(path))
         else:
-            loaded = datasets.load_dataset(str(path))
+            # Parquet files or an audio folder are converted to Arrow once; the
+            # conversion is kept under subplug's home, not in the Hugging Face cache.
+            cache_dir = subplug_home() / "training" / "datasets-cache"
+            loaded = datasets.load_dataset(str(path), cache_dir=str(cache_dir))
     except Exception as error:  # datasets raises many types for unreadable folders
+        cause = error.__cause__ or error
         raise SubplugError(
             "data-unreadable",
-            f"Cannot read {spec.label} as a dataset: {str(error).splitlines()[0]}",
+            f"Cannot read {spec.label} as a dataset.",
             "Give a folder made by datasets' save_to_disk, a folder of parquet files, or "
             "an audio folder with metadata.csv (docs/training.md).",
+            context=f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}",
         ) from None
+    finally:
+        if bars:
+            datasets.enable_progress_bars()
     parts = dict(loaded) if isinstance(loaded, datasets.DatasetDict) else {"train": loaded}
     for name, part in parts.items():
         if "audio" in part.column_names:
             parts[name] = part.cast_column("audio", datasets.Audio(decode=False))
     return parts
+
+
+def _audio_folder(path: Path) -> dict[str, Any] | None:
+    """An audio folder (Hugging Face's layout): ``metadata.csv`` or ``metadata.jsonl``
+    with a ``file_name`` column, at the top (one ``train`` split) or in one subfolder
+    per split. Read here: ``datasets``' own audio-folder loader needs torchcodec."""
+    found: dict[str, Path] = {}
+    for name in ("metadata.csv", "metadata.jsonl"):
+        if (path / name).is_file():
+            found["train"] = path / name
+        for child in sorted(p for p in path.iterdir() if p.is_dir()) if path.is_dir() else ():
+            if (child / name).is_file():
+                found.setdefault(child.name, child / name)
+    if not found:
+        return None
+    parts: dict[str, Any] = {}
+    for split, metadata in found.items():
+        rows: list[Any] = []
+        if metadata.suffix == ".csv":
+            with metadata.open(encoding="utf-8", newline="") as handle:
+                rows = [dict(row) for row in csv.DictReader(handle)]
+        else:
+            for line in metadata.read_text(encoding="utf-8").splitlines():
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as error:
+                        rows.append(f"{metadata.name}: a line is not valid JSON ({error.msg})")
+        for row in rows:
+            if isinstance(row, dict) and "file_name" in row:
+                row["audio"] = str(metadata.parent.relative_to(path) / str(row["file_name"]))
+        parts[split] = _Rows(rows)
+    return parts
+
+
+class _Rows(list):  # type: ignore[type-arg]
+    """Rows read from a table file, with the ``column_names`` a ``datasets.Dataset`` has."""
+
+    @property
+    def column_names(self) -> list[str]:
+        names: dict[str, None] = {}
+        for row in self:
+            if isinstance(row, dict):
+                names.update(dict.fromkeys(row))
+        return list(names)
 
 
 def _one_part(parts: Mapping[str, Any], spec: DataSpec, names: Sequence[str]) -> tuple[str, Any]:
