@@ -8,11 +8,15 @@ non-zero exit; ``--debug`` shows the traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from subplug import __version__
@@ -230,20 +234,43 @@ def _run_generate(args: argparse.Namespace) -> int:
     sink: Any = JsonlEvents(sys.stdout) if args.jsonl else RichProgress()
     plugins.register(sink, name="cli-events")
     try:
-        try:
-            options = _generate_options(args)
-            with Engine() as engine:
-                results = engine.run(args.media, options)
-        except SubplugError as error:
-            if args.jsonl:
-                sink.fatal(error)
-            raise
+        options = _generate_options(args)
+        with _sigterm_interrupts(), Engine() as engine:
+            results = engine.run(args.media, options)
+    except KeyboardInterrupt:
+        # Outside the model stage (which raises Cancelled itself): decoding, writing…
+        cancelled = Cancelled()
+        if args.jsonl:
+            sink.fatal(cancelled)
+        raise cancelled from None
+    except SubplugError as error:
+        if args.jsonl:
+            sink.fatal(error)
+        raise
     finally:
         plugins.unregister(sink)
         sink.close()
     if not args.jsonl:
         sink.summary(results)
     return 0 if all(r is not None for r in results) else 1
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM (a host program cancelling the job) stops like Ctrl-C: journal kept,
+    no partial output, exit code 130."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _setup_doctor(parser: argparse.ArgumentParser) -> None:

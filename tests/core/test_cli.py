@@ -310,6 +310,9 @@ def test_jsonl_stream(
         str(clip.with_name(name)) for name in ("talk.en-mn.ass", "talk.en.srt", "talk.mn.srt")
     }
     assert events[-1]["ok"] == 1 and events[-1]["failed"] == 1 and events[-1]["exit_code"] == 1
+    documented = (Path(__file__).resolve().parents[2] / "docs" / "jsonl.md").read_text("utf-8")
+    for kind in set(kinds):
+        assert f"| `{kind}` |" in documented, f"event {kind} is not in docs/jsonl.md"
 
 
 def test_jsonl_usage_error_is_a_single_line(
@@ -371,6 +374,35 @@ def test_ctrl_c_keeps_the_journal_and_a_rerun_resumes(clip: Path, tmp_path: Path
     assert progress[-1]["done"] == progress[-1]["total"] > finished
     assert _listing(clip.parent) == ["home", "talk.en.srt", "talk.mn.srt", "talk.mp4"]
     assert not journal.exists()
+
+
+@needs_espeak
+def test_sigterm_stops_like_ctrl_c(clip: Path, tmp_path: Path) -> None:
+    """A host program cancelling the job (VLC, Kdenlive) sends SIGTERM."""
+    home = tmp_path / "home"
+    command = [sys.executable, "-m", "subplug", "generate", "--jsonl", "--backend", "fake"]
+    command += ["--max-chunk", "4", "--batch-size", "1", str(clip)]
+    child = subprocess.Popen(
+        command, stdout=subprocess.PIPE, text=True, env=_env(home, SUBPLUG_FAKE_DELAY="2")
+    )
+    try:
+        assert child.stdout is not None
+        lines = []
+        for line in child.stdout:
+            lines.append(line)
+            if json.loads(line).get("stage") == "transcribe":
+                child.send_signal(signal.SIGTERM)
+                break
+        lines.extend(child.stdout)
+        code = child.wait(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert code == 130
+    last = _jsonl("".join(lines))[-1]
+    assert last["event"] == "job-done" and last["exit_code"] == 130
+    assert last["error"]["reference"] == "interrupted"  # type: ignore[index]
+    assert [p for p in _listing(clip.parent) if p != "home"] == ["talk.mp4"]
 
 
 # ------------------------------------------------------------------------ doctor
