@@ -181,7 +181,10 @@ def write_obs_config(
         "Mode=Simple\n"
         "[SimpleOutput]\n"
         "StreamEncoder=x264\nVBitrate=400\nABitrate=64\nPreset=ultrafast\n"
-        "UseAdvanced=false\n",
+        # OBS puts CEA-608 captions only on non-reference frames: ultrafast alone has
+        # no B-frames, so ask for some.
+        "x264Settings=bframes=2\n"
+        "UseAdvanced=true\n",
         encoding="utf-8",
     )
     if rtmp_server:

@@ -80,8 +80,46 @@ def screenshot(obs, path: Path) -> Path:  # type: ignore[no-untyped-def]
     return path
 
 
+def sei_first(recording: Path, fixed: Path) -> Path:
+    """A copy of an FLV recording whose H.264 caption SEI come before the picture.
+
+    OBS 29 appends the SEI carrying CEA-608 data after the coded slice of the frame (its
+    source says "TODO SEI should come after AUD/SPS/PPS, but before any VCL"); H.264
+    wants SEI before the first slice of an access unit, and ffmpeg's decoder only reads
+    them there. Moving each SEI NAL unit in front of the frame's first slice, bytes
+    unchanged, lets ffmpeg's own CEA-608 decoder read what OBS sent.
+    """
+    import av
+
+    def units(data: bytes) -> list[bytes]:  # FLV carries 4-byte length-prefixed NAL units
+        found, at = [], 0
+        while at + 4 <= len(data):
+            size = int.from_bytes(data[at : at + 4], "big")
+            found.append(data[at : at + 4 + size])
+            at += 4 + size
+        return found
+
+    with av.open(str(recording)) as source, av.open(str(fixed), "w", format="flv") as out:
+        video = source.streams.video[0]
+        stream = out.add_stream_from_template(video)
+        for packet in source.demux(video):
+            if packet.size == 0:
+                continue
+            nals = units(bytes(packet))
+            sei = [n for n in nals if n[4] & 0x1F == 6]
+            rest = [n for n in nals if n[4] & 0x1F != 6]
+            first_slice = next((k for k, n in enumerate(rest) if n[4] & 0x1F in (1, 5)), 0)
+            moved = av.Packet(b"".join(rest[:first_slice] + sei + rest[first_slice:]))
+            moved.pts, moved.dts, moved.time_base = packet.pts, packet.dts, packet.time_base
+            moved.is_keyframe = packet.is_keyframe
+            moved.stream = stream
+            out.mux(moved)
+    return fixed
+
+
 def cea608_text(recording: Path) -> str:
-    """The closed-caption text carried in a recording (ffmpeg's CEA-608 decoder)."""
+    """The closed-caption text carried in a recording, read by ffmpeg's CEA-608 decoder."""
+    fixed = sei_first(recording, recording.with_name("captions-first.flv"))
     done = subprocess.run(
         [
             "ffmpeg",
@@ -91,7 +129,7 @@ def cea608_text(recording: Path) -> str:
             "-f",
             "lavfi",
             "-i",
-            f"movie={recording}[out0+subcc]",
+            f"movie={fixed}[out0+subcc]",
             "-map",
             "0:s",
             "-f",
@@ -108,7 +146,7 @@ def cea608_text(recording: Path) -> str:
         for line in done.stdout.splitlines()
         if line.strip() and "-->" not in line and not line.strip().isdigit()
     ]
-    return " ".join(re.sub(r"<[^>]+>", "", line) for line in lines)
+    return " ".join(re.sub(r"<[^>]+>|\{[^}]*\}", "", line) for line in lines)
 
 
 def changed_pixels(before: Path, after: Path, box: tuple[int, int, int, int]) -> int:
@@ -117,7 +155,7 @@ def changed_pixels(before: Path, after: Path, box: tuple[int, int, int, int]) ->
 
     a = Image.open(before).convert("L").crop(box)
     b = Image.open(after).convert("L").crop(box)
-    return sum(1 for value in ImageChops.difference(a, b).getdata() if value > 40)
+    return sum(1 for value in ImageChops.difference(a, b).get_flattened_data() if value > 40)
 
 
 def obs_scene(model: Path, script: Path) -> dict:
@@ -232,12 +270,15 @@ def test_obs_filter_captions_text_sources_and_stream_and_restarts_its_engine(
             started = time.monotonic()
             seen: list[tuple[float, str, str]] = []
             shot = None
+            both_since = 0.0
             while time.monotonic() - started < 120:
                 en, mn = texts(obs)
                 if not seen or seen[-1][1:] != (en, mn):
                     seen.append((round(time.monotonic() - started, 2), en, mn))
                 if en and mn and shot is None:
-                    shot = screenshot(obs, tmp_path / "obs-captions.png")
+                    both_since = both_since or time.monotonic()
+                    if time.monotonic() - both_since > 0.5:  # a few frames rendered
+                        shot = screenshot(obs, tmp_path / "obs-captions.png")
                 if shot is not None and not en and not mn:
                     break
                 time.sleep(0.1)
