@@ -1,0 +1,128 @@
+"""An interrupted ``subplug train`` (a real SIGINT, as Ctrl-C sends) resumes from its last
+checkpoint when the same command runs again; a changed command is refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from subplug import cache
+from subplug.cli import main
+from training_setup import write_manifest
+
+RECIPE = """\
+extends = "gemma3n-en-mn"
+
+[model]
+base = "tiny-base"
+
+[data]
+holdout = 0.0
+instructions = [1]
+
+[train]
+per_device_train_batch_size = 2
+gradient_accumulation_steps = 1
+learning_rate = 1e-3
+max_steps = 16
+gradient_checkpointing = false
+logging_steps = 1
+save_steps = 3
+"""
+
+
+def _interrupt_after(checkpoint: Path, stop: threading.Event) -> threading.Thread:
+    """Send this process SIGINT as soon as ``checkpoint`` is complete."""
+
+    def watch() -> None:
+        while not stop.is_set():
+            if (checkpoint / "trainer_state.json").is_file():
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def _steps(text: str) -> list[int]:
+    return [int(m) for m in re.findall(r"step\s+(\d+)/16", text)]
+
+
+@pytest.mark.slow
+def test_interrupted_training_resumes_from_the_checkpoint(
+    tmp_path: Path, tiny_model_dir: Path, speech_clips, capsys, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    monkeypatch.setenv("COLUMNS", "200")
+    cache.import_model(tiny_model_dir, name="tiny-base")
+    manifest = write_manifest(tmp_path / "clips.jsonl", speech_clips)
+    recipe = tmp_path / "resume.toml"
+    recipe.write_text(RECIPE, encoding="utf-8")
+    run_dir = tmp_path / "run"
+    command = [
+        "train",
+        "--recipe",
+        str(recipe),
+        "--data",
+        str(manifest),
+        "--name",
+        "resumed",
+        "--output",
+        str(run_dir),
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+    ]
+    threads = torch.get_num_threads()
+    stop = threading.Event()
+    try:
+        watcher = _interrupt_after(run_dir / "checkpoint-3", stop)
+        first_code = main(command)
+        stop.set()
+        watcher.join()
+        first = capsys.readouterr().err
+        cached_after_first = {entry.name for entry in cache.list_models()}
+        second_code = main(command)
+        second = capsys.readouterr()
+    finally:
+        stop.set()
+        torch.set_num_threads(threads)
+
+    # The first run stopped with one clear message and exit code 130.
+    assert first_code == 130, first
+    match = re.search(
+        r"Training interrupted at step (\d+); the last checkpoint is checkpoint-(\d+)", first
+    )
+    assert match, first
+    stopped, saved = int(match.group(1)), int(match.group(2))
+    assert saved >= 3 and saved % 3 == 0 and stopped >= saved and stopped < 16
+    assert "Run the same command again to resume" in first and "Traceback" not in first
+    assert cached_after_first == {"tiny-base"}  # nothing installed by the interrupted run
+
+    # The second run picked up at the checkpoint and finished the schedule.
+    assert second_code == 0, second.err
+    assert f"Resuming from checkpoint-{saved}" in second.err
+    logged = _steps(second.err)
+    assert logged and min(logged) == saved + 1 and max(logged) == 16
+    state = json.loads((run_dir / "checkpoint-15" / "trainer_state.json").read_text())
+    history = [entry["step"] for entry in state["log_history"] if "loss" in entry]
+    assert history == list(range(1, 16))  # the log from before the interruption was kept
+    made = json.loads((run_dir / "adapter" / "subplug-training.json").read_text())
+    assert made["global_step"] == 16
+    assert "resumed" in {entry.name for entry in cache.list_models()}
+    assert "use it:  subplug generate --model resumed MEDIA" in second.out
+
+    # Running it again with other settings is refused before any work.
+    changed = main([*command, "--force", "--set", "train.learning_rate=5e-4"])
+    err = capsys.readouterr().err
+    assert changed == 2 and "run-mismatch" in err and "--restart" in err
