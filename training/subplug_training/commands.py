@@ -161,11 +161,6 @@ def run_train(args: argparse.Namespace) -> int:
 
     from subplug_training.trainer import run_training
 
-    console.print(
-        f"[bold]subplug train[/] recipe {options.recipe.name}, base "
-        f"{options.base or options.recipe.base}, adapter name {options.name}",
-        highlight=False,
-    )
     result = run_training(options, console=console)
     print(f"adapter: {result.adapter_dir}")
     if result.cache_name:

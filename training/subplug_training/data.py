@@ -32,6 +32,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -76,9 +77,15 @@ class DataSpec:
 def parse_data_spec(text: str) -> DataSpec:
     """``KIND=PATH``, or a bare ``PATH`` ending in ``.jsonl`` (a manifest)."""
     kind, sep, rest = text.partition("=")
-    if sep and kind.strip() in KINDS:
+    kind = kind.strip()
+    if sep and kind in KINDS:
         path = Path(rest.strip()).expanduser()
-        kind = kind.strip()
+    elif sep and re.fullmatch(r"[A-Za-z][\w-]*", kind):
+        raise SubplugError(
+            "bad-data",
+            f"--data {text!r}: there is no data source kind {kind!r}.",
+            f"Kinds: {', '.join(KINDS)}.",
+        )
     elif text.endswith((".jsonl", ".json")):
         kind, path = "manifest", Path(text).expanduser()
     else:

@@ -427,6 +427,11 @@ def run_training(
     base = check_options(options)
     device = runtime.resolve_device(options.device)
     run_dir = options.run_dir
+    _say(
+        console,
+        f"[bold]Training {options.name}[/]: recipe {options.recipe.name}, base "
+        f"{base.name or base.path}, on {device}; run folder {run_dir}",
+    )
     if options.restart and run_dir.exists() and any(run_dir.iterdir()):
         kept = run_dir.with_name(f"{run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
         run_dir.rename(kept)

@@ -1,0 +1,100 @@
+"""``subplug train`` and ``subplug eval`` as a user meets them: listed in the help without
+heavy imports, and every mistake answered by one message with a hint, no traceback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from subplug import cache
+from subplug.cli import main
+
+
+def test_commands_are_listed_without_importing_torch() -> None:
+    code = (
+        "import sys\n"
+        "from subplug.cli import build_parser\n"
+        "parser, commands = build_parser()\n"
+        "heavy = [m for m in ('torch', 'transformers', 'peft', 'datasets') if m in sys.modules]\n"
+        "print(sorted(c.name for c in commands), heavy)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    names, heavy = result.stdout.rsplit("] ", 1)
+    assert "'train'" in names and "'eval'" in names
+    assert heavy.strip() == "[]"
+
+
+def _error(capsys, argv: list[str]) -> tuple[int, str]:  # type: ignore[no-untyped-def]
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return code, err
+
+
+@pytest.fixture
+def manifest(tmp_path: Path) -> Path:
+    from subplug.testing.media import make_media, tone
+
+    make_media(tmp_path / "a.wav", tone(440, 1.0))
+    row = {"audio": "a.wav", "audio_language": "en", "text_en": "Hi."}
+    path = tmp_path / "m.jsonl"
+    path.write_text(json.dumps(row) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("extra", "reference"),
+    [
+        ([], "no-data"),
+        (["--data", "DATA", "--name", "bad name"], "invalid-model-name"),
+        (["--data", "DATA", "--recipe", "nope"], "recipe-not-found"),
+        (["--data", "DATA", "--set", "train"], "bad-override"),
+        (["--data", "DATA", "--instructions", "1,10"], "bad-instructions"),
+        (["--data", "whatever=DATA"], "bad-data"),
+        (["--data", "DATA"], "model-not-found"),
+        (["--data", "DATA", "--base", "tiny"], "bad-base-model"),
+        (["--data", "DATA", "--base", "BASEDIR"], "base-not-in-cache"),
+        (["--data", "DATA", "--base", "base", "--device", "cuda:7"], "no-cuda"),
+        (["--data", "DATA", "--base", "base", "--name", "base"], "model-exists"),
+    ],
+)
+def test_train_mistakes_are_one_clear_error(
+    capsys, manifest: Path, tiny_model_dir: Path, extra: list[str], reference: str
+) -> None:  # type: ignore[no-untyped-def]
+    from subplug.testing.tiny import build_tiny_adapter
+
+    cache.import_model(tiny_model_dir, name="base")
+    adapter = build_tiny_adapter(tiny_model_dir, manifest.parent / "adapter")
+    cache.add_model("tiny", adapter, kind="adapter", base="base")
+    words = {"DATA": str(manifest), "BASEDIR": str(tiny_model_dir)}
+    argv = ["train", "--name", "mine"]
+    argv += [a.replace("DATA", str(manifest)) if "=" in a else words.get(a, a) for a in extra]
+    code, err = _error(capsys, argv)
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and f"[{reference}]" in lines[0], err
+    assert "hint:" in err
+    assert not (cache.models_dir() / "mine").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "reference"),
+    [
+        (["eval", "--data", "DATA"], "no-model"),
+        (["eval", "--model", "nope", "--data", "DATA"], "model-not-found"),
+        (["eval", "--model", "base"], "no-data"),
+        (["eval", "--model", "base", "--data", "DATA", "--limit", "0"], "bad-limit"),
+        (["eval", "--model", "base", "--data", "DATA", "--out", "DATA"], "out-not-a-folder"),
+    ],
+)
+def test_eval_mistakes_are_one_clear_error(
+    capsys, manifest: Path, tiny_model_dir: Path, argv: list[str], reference: str
+) -> None:  # type: ignore[no-untyped-def]
+    cache.import_model(tiny_model_dir, name="base")
+    code, err = _error(capsys, [str(manifest) if a == "DATA" else a for a in argv])
+    assert code == 2 and f"[{reference}]" in err, err
