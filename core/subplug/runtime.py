@@ -69,8 +69,11 @@ CPU_DTYPE_OTHER = "bf16-upcast"
 #: /proc/cpuinfo flags of x86 units that multiply bfloat16 natively.
 NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
-#: Largest batch :func:`choose_batch_size` picks by itself, per device kind.
-MAX_AUTO_BATCH = {"cuda": 16, "mps": 8, "cpu": 4}
+#: Largest batch :func:`choose_batch_size` picks by itself, per device kind (free memory
+#: decides below that). On the CPU decoding is bound by reading the weights, so larger
+#: batches pay: E2B's model time per 30 s chunk fell 3x from batch 1 to 4 and another
+#: 1.5x to 16 (docs/performance.md).
+MAX_AUTO_BATCH = {"cuda": 16, "mps": 8, "cpu": 16}
 
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda)(?::(\d+))?$")
 
