@@ -31,7 +31,7 @@ per_device_train_batch_size = 2
 gradient_accumulation_steps = 1
 learning_rate = 1e-3
 max_steps = 16
-gradient_checkpointing = false
+gradient_checkpointing = true
 logging_steps = 1
 save_steps = 3
 """

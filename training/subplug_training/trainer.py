@@ -352,6 +352,14 @@ def training_arguments(
         train["bf16"] = bf16_supported(device)
     if train.get("gradient_checkpointing") and "gradient_checkpointing_kwargs" not in train:
         train["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
+    if "activation_checkpointing" in known:
+        # transformers ≥ 5.2 renamed the seed's gradient_checkpointing settings.
+        for old, new in (
+            ("gradient_checkpointing", "activation_checkpointing"),
+            ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs"),
+        ):
+            if old in train and new not in train:
+                train[new] = train.pop(old)
     if not has_eval and train.get("eval_strategy", "no") != "no":
         train["eval_strategy"] = "no"
     train.setdefault("report_to", [])
@@ -389,7 +397,9 @@ def load_model(base_path: Path, recipe: Recipe, *, dtype: Any, device: str) -> t
         kwargs["device_map"] = {"": device}
     with _quiet():
         model = audio_only_model_class().from_pretrained(base_path, **kwargs)
-    model.config.use_cache = False
+    for config in (model.config, getattr(model.config, "text_config", None)):
+        if config is not None:
+            config.use_cache = False  # no KV cache while training (checkpointing needs it off)
     set_seed(int(recipe.train.get("seed", 42)))
     model = get_peft_model(model, lora_config(recipe.lora))
     return processor, model
@@ -416,6 +426,13 @@ def run_training(
     options: TrainOptions, *, console: Any = None, callbacks: Sequence[Any] = ()
 ) -> TrainResult:
     """The whole run: check, read data, train (resuming when possible), install."""
+    with warnings.catch_warnings():
+        # Deprecation notices from inside the libraries say nothing a user can act on.
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft)")
+        return _run_training(options, console=console, callbacks=callbacks)
+
+
+def _run_training(options: TrainOptions, *, console: Any, callbacks: Sequence[Any]) -> TrainResult:
     import torch
     from subplug import runtime
     from transformers import Trainer
