@@ -617,6 +617,13 @@ class LiveSession:
 
     def _segment(self, vad: Any) -> None:
         """Segmenter thread: decode, VAD, cut utterances, hand them to the backlog."""
+        import torch
+
+        # silero-vad runs one 32 ms window at a time: tiny operations that a second
+        # thread only slows down (on a busy 2-core machine, 2 threads made it slower
+        # than real time). With OpenMP this setting belongs to this thread alone, so
+        # the model keeps its threads.
+        torch.set_num_threads(1)
         try:
             segmenter = _Segmenter(self.options, vad)
             expected = 0
