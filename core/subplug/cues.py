@@ -282,7 +282,7 @@ class _Speech:
 
 def _regions(transcript: Transcript) -> list[SpeechRegion]:
     span = transcript.chunk
-    regions = []
+    regions: list[SpeechRegion] = []
     for region in sorted(span.regions, key=lambda r: r.start):
         start, end = max(region.start, span.start), min(region.end, span.end)
         if regions and start < regions[-1].end:

@@ -438,12 +438,12 @@ def _expected(task: Task, source: str | None) -> tuple[str, ...]:
 
 def _order(found: Mapping[str, str], blocks: Sequence[_Block]) -> list[str]:
     order: list[str] = []
-    for block in blocks:
-        if block.lang in found and block.lang not in order and block.labelled:
-            order.append(block.lang)
-    for block in blocks:
-        if block.lang in found and block.lang not in order:
-            order.append(block.lang)
+    for labelled_only in (True, False):
+        for block in blocks:
+            lang = block.lang
+            wanted = block.labelled or not labelled_only
+            if wanted and lang is not None and lang in found and lang not in order:
+                order.append(lang)
     return order
 
 
@@ -519,8 +519,8 @@ def _blocks(text: str) -> list[_Block]:
     # A plain language name with nothing under it is text ("English" said aloud).
     merged: list[_Section] = []
     for section in sections:
-        body = any(line.strip() for line in section.lines)
-        if section.lang is not None and not section.marked and not body and merged:
+        has_body = any(line.strip() for line in section.lines)
+        if section.lang is not None and not section.marked and not has_body and merged:
             merged[-1].lines.append(section.line)
             continue
         merged.append(section)

@@ -229,7 +229,7 @@ class _AudioWriter:
             codec, rate=_encoder_rate(codec, rate), options=_CODEC_OPTIONS.get(codec)
         )
         self.stream.layout = layout
-        self.resampler = None
+        self.resampler: Any = None
 
     def open(self) -> None:
         import av
@@ -345,10 +345,11 @@ def make_media(
                     if index == default_stream
                     else av.stream.Disposition(0)
                 )
-            picture = None
+            picture: Any = None
             if video:
+                assert video_codec is not None
                 picture = container.add_stream(
-                    video_codec, rate=_VIDEO_FPS, options=_CODEC_OPTIONS.get(video_codec or "")
+                    video_codec, rate=_VIDEO_FPS, options=_CODEC_OPTIONS.get(video_codec)
                 )
                 picture.width = picture.height = _VIDEO_SIZE
                 picture.pix_fmt = "yuv420p"
@@ -433,7 +434,7 @@ def video_only(path: Path | str, seconds: float = 1.0) -> Path:
     if video_codec is None:
         raise ValueError(f".{extension} cannot hold video")
     with av.open(str(path), "w", format=_muxer(extension)) as container:
-        picture = container.add_stream(
+        picture: Any = container.add_stream(
             video_codec, rate=_VIDEO_FPS, options=_CODEC_OPTIONS.get(video_codec)
         )
         picture.width = picture.height = _VIDEO_SIZE
