@@ -73,6 +73,28 @@ def full_size_config(tiny_dir: Path) -> Any:
     )
 
 
+def describe_full_size() -> str:
+    """Parameter counts of the E2B-shaped model, built on the meta device (no memory)."""
+    import torch
+    from subplug.backends.gemma3n import audio_only_model_class
+    from subplug.testing.tiny import build_tiny_model
+
+    with tempfile.TemporaryDirectory() as folder:
+        config = full_size_config(build_tiny_model(Path(folder) / "tiny"))
+    with torch.device("meta"):
+        model = audio_only_model_class()(config)
+    counts: dict[str, int] = {"total": 0, "language model": 0, "audio tower": 0}
+    for name, parameter in model.named_parameters():
+        counts["total"] += parameter.numel()
+        if "language_model" in name:
+            counts["language model"] += parameter.numel()
+        elif "audio_tower" in name:
+            counts["audio tower"] += parameter.numel()
+    return "E2B shape (audio-only): " + ", ".join(
+        f"{key} {value / 1e9:.2f} B" for key, value in counts.items()
+    )
+
+
 def child(args: argparse.Namespace) -> dict[str, Any]:
     """Measure one configuration; returns the figures as a dict."""
     import resource
@@ -199,7 +221,8 @@ def main() -> int:
         import torch
 
         if not torch.cuda.is_available() or args.device == "cpu":
-            print("--full-size needs a CUDA GPU (a training step of E2B's shape takes ~20 GB).")
+            print(describe_full_size())
+            print("--full-size needs a CUDA GPU to train; this machine has none.")
             return 2
     names = [n.strip() for n in args.configs.split(",") if n.strip()]
     rows = []
