@@ -21,11 +21,6 @@ from typing import Any
 from subplug.errors import SubplugError
 from subplug.prompts import INSTRUCTIONS
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
-
 #: The recipe ``subplug train`` uses when ``--recipe`` is not given.
 DEFAULT_RECIPE = "gemma3n-en-mn"
 
@@ -178,7 +173,16 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[st
 # ----------------------------------------------------------------------- internals
 
 
+def _tomllib() -> Any:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10: the tomli backport (a dependency there)
+        import tomli as tomllib  # type: ignore[no-redef]
+    return tomllib
+
+
 def _toml_value(text: str) -> Any:
+    tomllib = _tomllib()
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
@@ -208,6 +212,7 @@ def _read(spec: str, seen: tuple[str, ...]) -> tuple[dict[str, Any], str, str]:
                 "recipe-not-found", f"Cannot read {path}: {error.strerror}."
             ) from error
         name, source, folder = path.stem, str(path.absolute()), path.absolute().parent
+    tomllib = _tomllib()
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
