@@ -133,7 +133,14 @@ def check_options(options: TrainOptions) -> Any:
         )
     from subplug import runtime
 
-    runtime.resolve_device(options.device)
+    device = runtime.resolve_device(options.device)
+    if device.startswith("cuda:") and device != "cuda:0":
+        raise SubplugError(
+            "train-device",
+            f"subplug train runs on the first visible GPU, not {device}.",
+            f"Make it the first one: CUDA_VISIBLE_DEVICES={device[5:]} subplug train … "
+            "--device cuda",
+        )
     if options.threads is not None and options.threads < 1:
         raise SubplugError("bad-threads", "--threads must be at least 1.")
     _check_run_dir(options, base)
@@ -382,7 +389,7 @@ def bf16_supported(device: str) -> bool:
     return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
 
 
-def load_model(base_path: Path, recipe: Recipe, *, dtype: Any, device: str) -> tuple[Any, Any]:
+def load_model(base_path: Path, recipe: Recipe, *, dtype: Any) -> tuple[Any, Any]:
     """The processor and the base model with a fresh LoRA adapter attached."""
     from peft import get_peft_model
     from subplug.backends.gemma3n import audio_only_model_class
@@ -392,11 +399,9 @@ def load_model(base_path: Path, recipe: Recipe, *, dtype: Any, device: str) -> t
 
     processor = AutoProcessor.from_pretrained(base_path)
     processor.tokenizer.padding_side = "right"
-    kwargs: dict[str, Any] = {"dtype": dtype}
-    if device != "cpu":
-        kwargs["device_map"] = {"": device}
     with _quiet():
-        model = audio_only_model_class().from_pretrained(base_path, **kwargs)
+        # Loaded on the CPU; the Trainer moves it to its device (as in the seed).
+        model = audio_only_model_class().from_pretrained(base_path, dtype=dtype)
     for config in (model.config, getattr(model.config, "text_config", None)):
         if config is not None:
             config.use_cache = False  # no KV cache while training (checkpointing needs it off)
@@ -454,7 +459,10 @@ def _run_training(options: TrainOptions, *, console: Any, callbacks: Sequence[An
         run_dir.rename(kept)
         _say(console, f"Started over; the previous run folder is kept as {kept}.")
 
-    results, plan = read_data(options, console)
+    try:
+        results, plan = read_data(options, console)
+    except KeyboardInterrupt:
+        raise Cancelled("Interrupted while checking the data; nothing was trained.") from None
     if console is not None:
         print_data_report(console, results, plan)
     if not plan.train:
@@ -471,7 +479,7 @@ def _run_training(options: TrainOptions, *, console: Any, callbacks: Sequence[An
         torch.set_num_threads(options.threads)
     args = training_arguments(options.recipe, run_dir, device=device, has_eval=bool(plan.test))
     dtype = torch.bfloat16 if args.bf16 else torch.float32
-    processor, model = load_model(Path(base.path), options.recipe, dtype=dtype, device=device)
+    processor, model = load_model(Path(base.path), options.recipe, dtype=dtype)
     counts = count_parameters(model)
     _say(
         console,
