@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from subplug.cli import main
 from subplug.errors import SubplugError
+from subplug.media import load_pcm
 from subplug.testing.media import make_media, silence, tone
 from subplug.types import SAMPLE_RATE
 from subplug_training.data import (
@@ -308,6 +309,8 @@ def test_manifest_rows_cuts_splits_and_bad_rows(tmp_path: Path) -> None:
     assert train["Hi."].seconds == pytest.approx(2.0, abs=0.01)  # cut 1.0–3.0 s
     cut = load_audio(source.record(train["Hi."].row))
     assert np.abs(cut).max() > 0.3  # the tone, not the silence around it
+    whole = load_pcm(media / "talk.mp4")  # the engine's decoding of the whole file
+    np.testing.assert_allclose(cut, whole[SAMPLE_RATE : 3 * SAMPLE_RATE], atol=0.05)
     assert [k.texts for k in result.kept["test"]] == [{"mn": "Сайн."}]
     dropped = reasons(result)
     assert dropped.pop("audio_language is 'ru', not en or mn") == 1
