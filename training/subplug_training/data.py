@@ -125,7 +125,7 @@ class RowError(Exception):
     """A row that cannot be used; the message is the reason counted in the report."""
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class Source:
     """One source of utterances with the seed's train/test split of its rows.
 
@@ -513,7 +513,7 @@ class Kept:
     seconds: float
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class ScanResult:
     """What :func:`scan` found in one source."""
 
