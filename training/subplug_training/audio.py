@@ -50,7 +50,7 @@ def _decode_range(path: Path, stream_index: int, start: float, end: float | None
     pieces: list[np.ndarray] = []
     origin: float | None = None
     try:
-        with av.open(str(path.absolute()), metadata_errors="replace") as container:
+        with av.open(str(path.absolute()), "r", metadata_errors="replace") as container:
             stream = container.streams.audio[stream_index]
             base = container.start_time / av.time_base if container.start_time else 0.0
             target = base + max(0.0, start - _PREROLL)
@@ -89,7 +89,7 @@ def decode_bytes(data: bytes, start: float | None = None, end: float | None = No
         raise AudioError("the audio is empty (0 bytes)")
     pieces: list[np.ndarray] = []
     try:
-        with av.open(io.BytesIO(data), metadata_errors="replace") as container:
+        with av.open(io.BytesIO(data), "r", metadata_errors="replace") as container:
             if not container.streams.audio:
                 raise AudioError("the file holds no audio stream")
             stream = container.streams.audio[0]

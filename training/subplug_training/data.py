@@ -167,7 +167,7 @@ class Source:
         start, end = _seconds(data.get("start")), _seconds(data.get("end"))
         if start is not None and end is not None and end <= start:
             raise RowError("end is not after start")
-        return Record(key, language, texts, audio_bytes, audio_path, start, end)
+        return Record(key, str(language), texts, audio_bytes, audio_path, start, end)
 
     def _audio(self, value: Any) -> tuple[bytes | None, Path | None]:
         if isinstance(value, Mapping):
@@ -407,7 +407,9 @@ def _hf_common_voice(parts: Mapping[str, Any], spec: DataSpec) -> Source:
     used = {name: parts[name] for name in ("train", "validation", "test") if name in parts}
     for part in used.values():
         _need_columns(part, ("audio", "sentence"), spec)
-    train = [(n, i) for n in ("train", "validation") if n in used for i in range(len(used[n]))]
+    train: list[RowId] = [
+        (n, i) for n in ("train", "validation") if n in used for i in range(len(used[n]))
+    ]
     return Source(
         name="common-voice",
         parts=used,
@@ -437,7 +439,9 @@ def _mozilla_common_voice(folder: Path) -> Source:
                 {"audio": str(Path("clips") / row["path"]), "sentence": row["sentence"]}
                 for row in reader
             ]
-    train = [(n, i) for n in ("train", "validation") if n in parts for i in range(len(parts[n]))]
+    train: list[RowId] = [
+        (n, i) for n in ("train", "validation") if n in parts for i in range(len(parts[n]))
+    ]
     return Source(
         name="common-voice",
         parts=parts,

@@ -67,8 +67,8 @@ def choose(
     allowed = eligible_instructions(audio_language, texts)
     if not allowed:
         return []
-    if mode == "seed":
-        return [rng.choice(allowed)]
+    if isinstance(mode, str):
+        return [rng.choice(allowed)]  # "seed"
     return [number for number in mode if number in allowed]
 
 

@@ -50,7 +50,7 @@ def lora_config(settings: LoraSettings) -> Any:
         r=settings.r,
         lora_alpha=settings.alpha,
         lora_dropout=settings.dropout,
-        bias=settings.bias,
+        bias=settings.bias,  # type: ignore[arg-type]
         target_modules=target_modules(settings),
         use_rslora=False,
         use_dora=False,

@@ -239,14 +239,11 @@ def read_data(options: TrainOptions, console: Any = None) -> tuple[list[ScanResu
         for source in ordered_sources(sources):
             total = sum(len(rows) for rows in source.splits.values())
             task = progress.add_task(source.name, total=total)
-            results.append(
-                scan(
-                    source,
-                    settings,
-                    on_row=lambda task=task: progress.advance(task),
-                    workers=options.workers,
-                )
-            )
+
+            def advance(task: Any = task) -> None:
+                progress.advance(task)
+
+            results.append(scan(source, settings, on_row=advance, workers=options.workers))
     results = ordered(results)
     plan = plan_samples(results, settings.instructions, settings.seed)
     return results, plan
