@@ -276,16 +276,16 @@ def print_data_report(console: Any, results: Sequence[ScanResult], plan: SampleP
     from rich.table import Table
 
     table = Table(title="training data", title_justify="left")
-    for column in ("source", "rows", "train", "test", "hours", "dropped"):
+    for column in ("source", "rows", "train", "test", "audio (h:mm:ss)", "dropped"):
         table.add_column(column, justify="left" if column == "source" else "right")
     for result in results:
-        hours = sum(k.seconds for rows in result.kept.values() for k in rows) / 3600
+        seconds = round(sum(k.seconds for rows in result.kept.values() for k in rows))
         table.add_row(
             result.source.name,
             str(result.total),
             str(len(result.kept["train"])),
             str(len(result.kept["test"])),
-            f"{hours:.2f}",
+            f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}",
             str(sum(result.dropped.values())),
         )
     console.print(table)
