@@ -98,3 +98,18 @@ def test_eval_mistakes_are_one_clear_error(
     cache.import_model(tiny_model_dir, name="base")
     code, err = _error(capsys, [str(manifest) if a == "DATA" else a for a in argv])
     assert code == 2 and f"[{reference}]" in err, err
+
+
+def test_missing_training_libraries_are_named_with_the_install_command(capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from subplug.plugins import doctor_checks
+    from subplug.types import CheckStatus
+
+    checks = {check.name: check for check in doctor_checks()}
+    assert checks["training"].run().status is CheckStatus.OK
+    monkeypatch.setitem(sys.modules, "jiwer", None)  # as if jiwer were not installed
+    result = checks["training"].run()
+    assert result.status is CheckStatus.WARN and "jiwer" in result.summary
+    assert 'pip install "subplug[train]"' in (result.hint or "")
+    code, err = _error(capsys, ["eval", "--model", "x", "--data", "y.jsonl"])
+    assert code == 2 and "[training-extras-missing]" in err and "jiwer" in err
+    assert 'pip install "subplug[train]"' in err

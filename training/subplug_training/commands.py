@@ -148,6 +148,9 @@ def _train_options(args: argparse.Namespace) -> Any:
 
 def run_train(args: argparse.Namespace) -> int:
     """``subplug train``: returns the exit code."""
+    from subplug_training.extras import require_extras
+
+    require_extras("train", ("datasets", "accelerate"))
     console = _console()
     options = _train_options(args)
     if args.check_data:
@@ -221,6 +224,9 @@ def setup_eval(parser: argparse.ArgumentParser) -> None:
 
 def run_eval(args: argparse.Namespace) -> int:
     """``subplug eval``: returns the exit code."""
+    from subplug_training.extras import require_extras
+
+    require_extras("eval", ("datasets", "jiwer", "sacrebleu"))
     from subplug_training.evaluation import EvalOptions, run_evaluation
 
     if not args.models:
