@@ -386,13 +386,15 @@ def build_parser() -> tuple[argparse.ArgumentParser, Commands]:
 def print_error(error: SubplugError) -> None:
     """One clear message on stderr: what went wrong and what to do."""
     from rich.console import Console
+    from rich.markup import escape
 
-    console = Console(stderr=True, highlight=False, soft_wrap=True)
-    console.print(f"[bold red]error:[/] {error.message} [dim]\\[{error.reference}][/]")
+    # Messages are plain text: square brackets (subplug[train], paths) are not markup.
+    console = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+    console.print(f"[bold red]error:[/] {escape(error.message)} [dim]\\[{error.reference}][/]")
     if error.context:
-        console.print(f"  {error.context}", style="dim")
+        console.print(f"  {escape(error.context)}", style="dim")
     if error.hint:
-        console.print(f"[bold]hint:[/] {error.hint}")
+        console.print(f"[bold]hint:[/] {escape(error.hint)}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
