@@ -273,6 +273,7 @@ def data_report(results: Sequence[ScanResult], plan: SamplePlan) -> dict[str, An
 
 def print_data_report(console: Any, results: Sequence[ScanResult], plan: SamplePlan) -> None:
     """A table of sources (rows, kept, hours, dropped) and the reasons rows were dropped."""
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="training data", title_justify="left")
@@ -291,10 +292,10 @@ def print_data_report(console: Any, results: Sequence[ScanResult], plan: SampleP
     console.print(table)
     for result in results:
         for reason, count in result.dropped.most_common():
-            example = ", ".join(result.examples.get(reason, [])[:3])
+            example = escape(", ".join(result.examples.get(reason, [])[:3]))
             console.print(
-                f"  [yellow]dropped[/] {count} row(s) of {result.source.name}: {reason} "
-                f"[dim](e.g. {example})[/]",
+                f"  [yellow]dropped[/] {count} row(s) of {escape(result.source.name)}: "
+                f"{escape(reason)} [dim](e.g. {example})[/]",
                 highlight=False,
             )
     counts = plan.counts("train")
@@ -448,13 +449,15 @@ def _run_training(options: TrainOptions, *, console: Any, callbacks: Sequence[An
     run_dir = options.run_dir
     _say(
         console,
-        f"[bold]Training {options.name}[/]: recipe {options.recipe.name}, base "
-        f"{base.name or base.path}, on {device}; run folder {run_dir}",
+        f"[bold]Training {options.name}[/]: recipe {{}}, base {{}}, on {device}; run folder {{}}",
+        options.recipe.name,
+        base.name or base.path,
+        run_dir,
     )
     if options.restart and run_dir.exists() and any(run_dir.iterdir()):
         kept = run_dir.with_name(f"{run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
         run_dir.rename(kept)
-        _say(console, f"Started over; the previous run folder is kept as {kept}.")
+        _say(console, "Started over; the previous run folder is kept as {}.", kept)
 
     try:
         results, plan = read_data(options, console)
@@ -503,9 +506,9 @@ def _run_training(options: TrainOptions, *, console: Any, callbacks: Sequence[An
     checkpoint = None if options.restart else last_checkpoint(run_dir)
     for broken in _incomplete_checkpoints(run_dir, checkpoint):
         shutil.rmtree(broken, ignore_errors=True)
-        _say(console, f"Removed {broken.name}: it was cut off while being saved.")
+        _say(console, "Removed {}: it was cut off while being saved.", broken.name)
     if checkpoint is not None:
-        _say(console, f"Resuming from {checkpoint.name} in {run_dir}.")
+        _say(console, "Resuming from {} in {}.", checkpoint.name, run_dir)
     try:
         output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     except KeyboardInterrupt:
@@ -586,6 +589,9 @@ def _write_json(path: Path, data: Any) -> None:
     tmp.replace(path)
 
 
-def _say(console: Any, text: str) -> None:
+def _say(console: Any, text: str, *paths: Any) -> None:
+    """Print ``text`` (rich markup) with ``{}`` filled by ``paths`` as plain text."""
     if console is not None:
-        console.print(text, highlight=False)
+        from rich.markup import escape
+
+        console.print(text.format(*(escape(str(p)) for p in paths)), highlight=False)
