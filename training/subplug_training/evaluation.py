@@ -345,6 +345,7 @@ def _generate(
     options: EvalOptions,
     console: Any,
 ) -> list[str]:
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
     from subplug import plugins, prompts
     from subplug.types import (
@@ -378,7 +379,7 @@ def _generate(
     step = max(1, options.batch_size or 8)
     try:
         with Progress(
-            TextColumn(f"[bold]scoring[/] {model}"),
+            TextColumn(f"[bold]scoring[/] {escape(model)}"),
             BarColumn(),
             MofNCompleteColumn(),
             console=console,
