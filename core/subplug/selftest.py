@@ -73,15 +73,16 @@ def make_video(audio: Path, dest: Path) -> Path:
             for converted in resampler.resample(frame):
                 for packet in sound.encode(converted):
                     out.mux(packet)
-            seconds = float(frame.pts * frame.time_base) + frame.samples / frame.sample_rate
+            if frame.pts is not None and frame.time_base is not None:
+                seconds = float(frame.pts * frame.time_base) + frame.samples / frame.sample_rate
         for packet in sound.encode(None):
             out.mux(packet)
         picture = np.zeros((90, 160, 3), dtype=np.uint8)
         picture[:, :, 2] = 160
         for index in range(int(seconds * 5)):
-            frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
-            frame.pts = index
-            for packet in video.encode(frame):
+            still = av.VideoFrame.from_ndarray(picture, format="rgb24")
+            still.pts = index
+            for packet in video.encode(still):
                 out.mux(packet)
         for packet in video.encode(None):
             out.mux(packet)

@@ -158,7 +158,7 @@ def register_vision_stub() -> type:
         config_class = Gemma3nVisionConfig
         base_model_prefix = "vision_tower"
         _keys_to_ignore_on_load_unexpected = [r"(^|\.)vision_tower\."]  # noqa: RUF012
-        input_modalities = ("image",)
+        input_modalities = "image"
         # It has no attention, so every implementation the parent asks for is fine.
         _supports_sdpa = True
         _supports_flash_attn = True
@@ -177,8 +177,9 @@ def register_vision_stub() -> type:
     return Gemma3nVisionStub
 
 
-def audio_only_model_class() -> type:
-    """``Gemma3nForConditionalGeneration``, with the vision tower stand-in registered."""
+def audio_only_model_class() -> Any:
+    """``Gemma3nForConditionalGeneration`` (the class), with the vision tower's stand-in
+    registered."""
     from transformers import Gemma3nForConditionalGeneration
 
     register_vision_stub()

@@ -169,7 +169,7 @@ def build_tokenizer() -> Any:
         vocab[token] = TEXT_VOCAB + offset
     tokenizer = GemmaTokenizer(
         vocab=vocab,
-        merges=merges,
+        merges=merges,  # type: ignore[arg-type]  # (left, right) pairs, as tokenizers takes
         add_bos_token=True,
         add_eos_token=False,
         extra_special_tokens={
@@ -233,7 +233,7 @@ def tiny_config(*, initializer_range: float = 0.2) -> Any:
         hidden_size=32,
         vocab_size=VISION_VOCAB,
         vocab_offset=vision_offset,
-        label_names=["LABEL_0", "LABEL_1"],
+        label_names=["LABEL_0", "LABEL_1"],  # type: ignore[call-arg]  # a config kwarg
     )
     return Gemma3nConfig(
         text_config=text,
@@ -351,7 +351,7 @@ def build_tiny_adapter(
     with quiet_loading():
         peft_model = get_peft_model(model, config)
         peft_model.peft_config["default"].base_model_name_or_path = str(base_dir)
-        peft_model.save_pretrained(dest)
+        peft_model.save_pretrained(str(dest))
     if legacy_kv_shared:
         text = model.config.text_config
         first_shared = text.num_hidden_layers - text.num_kv_shared_layers
