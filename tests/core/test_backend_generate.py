@@ -130,3 +130,25 @@ def test_a_missing_model_names_pull_and_import(
     assert "subplug models pull gemma3n-en-mn" in err and "subplug models import" in err
     assert "Traceback" not in err
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_device_that_is_not_there_is_refused_before_any_work(
+    tiny: dict[str, Path], clip: SpeechClip, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    out = tmp_path / "out"
+    args = ["--model", str(tiny["base"]), "--jsonl", "--out", str(out), str(clip.path)]
+    code = cli.main(["generate", "--device", "cuda", *args])
+    captured = capsys.readouterr()
+    assert code != 0
+    events = _events(captured.out)
+    assert "decode" not in [e.get("stage") for e in events]
+    error = events[-1]["error"]
+    assert isinstance(error, dict) and error["reference"] == "no-cuda"
+    assert "--device cpu" in str(error["hint"])
+    code = cli.main(["generate", "--device", "cpu", "--dtype", "fp16", *args])
+    events = _events(capsys.readouterr().out)
+    assert code != 0 and events[-1]["error"]["reference"] == "bad-dtype"  # type: ignore[index]

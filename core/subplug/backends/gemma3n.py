@@ -66,12 +66,14 @@ class _Factory:
         return Gemma3nBackend(options)
 
     def check(self, options: BackendOptions) -> None:
-        """Options valid and the model present and intact (a quick size/mtime check
-        against its manifest), without importing torch; raises ``SubplugError``."""
+        """Options valid, the model present and intact (a quick size/mtime check against
+        its manifest), the device there and the dtype usable on it; raises
+        ``SubplugError``. Touches no model file's contents and no GPU memory."""
         from subplug import runtime
 
         runtime.validate_options(options)
         _locate(options.model, options.extra.get("base"))
+        runtime.choose_dtype(options.dtype, runtime.resolve_device(options.device))
 
 
 create_backend = _Factory()
