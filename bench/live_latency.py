@@ -25,6 +25,15 @@ to it.
 
 ``--model PATH|NAME`` measures a real model folder instead of the tiny one (for example
 on a GPU machine: ``--device cuda``). ``--json FILE`` writes the figures.
+
+``--random-init e2b`` measures a random-initialised, full-size Gemma 3n E2B (built in
+memory as bench/rtf.py does: about 10.5 GiB of RAM as bfloat16; no checkpoint or
+tokenizer is needed). It runs the live engine in this process with a backend made for
+the bench: the real feature extractor and the real prompt layout (188 audio tokens,
+real special-token ids), and exactly as many generated tokens as a real answer would
+have (``--answer-tokens-per-second`` of speech, plus 16 for the combined format), since
+random weights do not stop by themselves; the caption text is then the fake backend's.
+So its timings are the real model's compute; its words mean nothing.
 """
 
 from __future__ import annotations
@@ -165,6 +174,145 @@ def run_engine(label: str, command: list[str], env: dict[str, str], stream: Stre
     proc.wait()
     reader.join()
     return run
+
+
+class _Lines:
+    """A text stream for ``run_live``'s events that stamps each line as it arrives."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.pending = ""
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        while "\n" in self.pending:
+            line, self.pending = self.pending.split("\n", 1)
+            self.run.events.append((time.monotonic(), json.loads(line)))
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def run_in_process(label: str, options: Any, backend: Any, stream: Stream) -> Run:
+    """Like :func:`run_engine`, with the live engine in this process and ``backend``
+    already loaded (it must not be loaded twice: 10 GiB)."""
+    from subplug.live import run_live
+
+    run = Run(label)
+    read_fd, write_fd = os.pipe()
+    began = time.monotonic()
+    engine = threading.Thread(
+        target=run_live,
+        args=(options, os.fdopen(read_fd, "rb"), _Lines(run)),
+        kwargs={"backend": backend, "handle_signals": False},
+        daemon=True,
+    )
+    engine.start()
+    while not any(e["event"] == "ready" for _, e in list(run.events)):
+        if not engine.is_alive():
+            raise SystemExit(f"{label}: the engine did not start: {run.events}")
+        time.sleep(0.05)
+    run.load_seconds = time.monotonic() - began
+    step = int(BLOCK * RATE)
+    run.started = time.monotonic()
+    with os.fdopen(write_fd, "wb", buffering=0) as pipe:
+        for index, first in enumerate(range(0, len(stream.samples), step)):
+            due = run.started + index * BLOCK
+            wait = due - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            else:
+                run.feed_behind_max = max(run.feed_behind_max, -wait)
+            mono = stream.samples[first : first + step]
+            pipe.write(np.repeat(mono[:, None], CHANNELS, axis=1).astype("<f4").tobytes())
+    engine.join()
+    return run
+
+
+class RandomE2BBackend:
+    """A backend over an in-memory random E2B: real features, real prompt layout, a
+    real answer's number of generated tokens; the text is the fake backend's."""
+
+    name = "random-e2b"
+
+    def __init__(self, model: Any, dtype: str, tokens_per_second: float) -> None:
+        from transformers import Gemma3nAudioFeatureExtractor
+
+        self.model = model
+        self.dtype = dtype
+        self.tokens_per_second = tokens_per_second
+        self.features = Gemma3nAudioFeatureExtractor()
+        self.generated: list[tuple[float, int, float]] = []
+        """(seconds of audio, tokens generated, seconds taken) per request."""
+
+    def answer_tokens(self, seconds: float, budget: int) -> int:
+        return max(8, min(budget, round(16 + self.tokens_per_second * seconds)))
+
+    def generate(self, requests: Sequence[Any]) -> list[str]:
+        import torch
+        from subplug.testing.fake import fake_answer
+        from transformers import GenerationConfig
+
+        answers = []
+        for request in requests:
+            began = time.perf_counter()
+            samples = np.asarray(request.chunk.samples, dtype=np.float32)
+            audio = self.features([samples], return_tensors="pt")
+            bos, start_turn, end_turn, boa, eoa, soft = 2, 105, 106, 256000, 262272, 262273
+            text = list(range(1000, 1020))
+            prompt = (
+                [bos, start_turn, *text[:3], boa]
+                + [soft] * 188
+                + [eoa, *text[3:20], end_turn, text[0], start_turn, *text[1:3]]
+            )
+            ids = torch.tensor([prompt])
+            n = self.answer_tokens(request.chunk.duration, request.max_new_tokens)
+            config = GenerationConfig(
+                do_sample=False, max_new_tokens=n, min_new_tokens=n, eos_token_id=[1, 106],
+                pad_token_id=0,
+            )  # fmt: skip
+            dtype = next(self.model.parameters()).dtype
+            with torch.inference_mode():
+                self.model.generate(
+                    input_ids=ids,
+                    attention_mask=torch.ones_like(ids),
+                    input_features=audio["input_features"].to(dtype),
+                    input_features_mask=audio["input_features_mask"],
+                    generation_config=config,
+                )
+            self.generated.append((request.chunk.duration, n, time.perf_counter() - began))
+            answers.append(fake_answer(request))
+        return answers
+
+    def close(self) -> None:
+        pass
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.name, "model": "random-init E2B", "dtype": self.dtype}
+
+
+def random_e2b_run(args: argparse.Namespace, stream: Stream) -> tuple[Run, RandomE2BBackend]:
+    """Build the random E2B (bench/rtf.py's builder) and run the engine on ``stream``."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from rtf import build_random_e2b, gib, rss
+    from subplug import runtime
+    from subplug.live import LiveOptions
+
+    dtype = runtime.choose_dtype("auto", "cpu")
+    threads = runtime.configure_threads("cpu", args.threads)
+    began = time.perf_counter()
+    model = build_random_e2b(dtype)
+    runtime.apply_compute_policy(model, dtype)
+    took = time.perf_counter() - began
+    print(f"built a random E2B ({dtype}, {threads} threads) in {took:.0f} s; "
+          f"resident {gib(rss())} GiB", flush=True)  # fmt: skip
+    backend = RandomE2BBackend(model, dtype, args.answer_tokens_per_second)
+    options = LiveOptions(
+        format="f32le", rate=RATE, channels=CHANNELS, source=args.source, max_lag=args.max_lag
+    )
+    label = f"random-init E2B ({dtype}), cpu"
+    return run_in_process(label, options, backend, stream), backend
 
 
 # ---------------------------------------------------------------------- figures
@@ -310,6 +458,15 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--source", default="en", choices=["en", "mn", "auto"])
     parser.add_argument("--max-lag", type=float, default=15.0, help="engine's --max-lag")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--random-init", choices=["e2b"], help="a random-initialised full-size model (CPU)"
+    )
+    parser.add_argument(
+        "--answer-tokens-per-second",
+        type=float,
+        default=9.0,
+        help="random-init: tokens a bilingual answer has per second of speech (default 9)",
+    )
     return parser.parse_args(argv)
 
 
@@ -335,6 +492,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         baseline = analyse(run, stream)
         show(baseline, None)
         results.append(baseline)
+    if args.random_init:
+        stream = make_stream(args.minutes * 60)
+        run, backend = random_e2b_run(args, stream)
+        figures = analyse(run, stream)
+        show(figures, baseline)
+        results.append(figures)
+        if backend.generated:
+            per = [(t, n, s) for t, n, s in backend.generated]
+            print(
+                "model requests: "
+                + ", ".join(f"{t:.1f} s audio → {n} tokens in {s:.0f} s" for t, n, s in per)
+            )
+        if args.json:
+            args.json.write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")
+        return 0
     with tempfile.TemporaryDirectory(prefix="subplug-live-bench-") as folder:
         model = args.model
         label = f"model {model}"
