@@ -41,8 +41,13 @@ def subplug_register_backends(register: Callable[[str, BackendFactory], None]) -
     Call ``register(name, factory)`` for each backend; ``factory(options)`` receives a
     :class:`~subplug.types.BackendOptions` and returns a loaded
     :class:`~subplug.types.Backend`. The factory, not the plugin module, imports heavy
-    libraries. The core registers ``gemma3n`` (the default). Registering a name twice
-    is an error naming both plugins. Returns nothing.
+    libraries. A factory may also have an optional ``check(options)`` attribute: the
+    engine calls it with the same ``BackendOptions`` while validating a job, before any
+    media is decoded or model loaded, and it raises
+    :class:`~subplug.errors.SubplugError` for a bad option, a missing or damaged model
+    or an unusable device (it must be cheap: no model loading, no GPU memory). The core
+    registers ``gemma3n`` (the default). Registering a name twice is an error naming
+    both plugins. Returns nothing.
     """
 
 

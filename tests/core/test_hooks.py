@@ -125,6 +125,57 @@ def test_hook_subplug_register_backends(tmp_path: Path) -> None:
     assert [o.model for o in plugin.options] == [str(tmp_path)]
 
 
+class CheckedFactory:
+    """A backend factory with the optional fail-fast ``check(options)``."""
+
+    def __init__(self) -> None:
+        self.checked: list[BackendOptions] = []
+        self.loaded = 0
+
+    def __call__(self, options: BackendOptions) -> EchoBackend:
+        self.loaded += 1
+        return EchoBackend(options)
+
+    def check(self, options: BackendOptions) -> None:
+        self.checked.append(options)
+        if options.model is None or not Path(options.model).is_dir():
+            raise SubplugError(
+                "model-not-found",
+                f"No model folder at {options.model}.",
+                "Give --model a folder.",
+            )
+
+
+class CheckedBackendPlugin:
+    def __init__(self) -> None:
+        self.factory = CheckedFactory()
+
+    @hookimpl
+    def subplug_register_backends(self, register):  # type: ignore[no-untyped-def]
+        register("checked", self.factory)
+
+
+def test_a_backend_check_fails_the_job_before_any_media_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plugin = CheckedBackendPlugin()
+    plugins.register(plugin, name="checked-plugin")
+    log = EventLog()
+    plugins.register(log, name="event-log")
+    missing_model = tmp_path / "no-model"
+    media = tmp_path / "missing.mp4"  # would fail with media-not-found if it were read
+    code = main(["generate", "--backend", "checked", "--model", str(missing_model), str(media)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "[model-not-found]" in err and str(missing_model) in err and "Traceback" not in err
+    assert [o.model for o in plugin.factory.checked] == [str(missing_model)]
+    assert plugin.factory.loaded == 0 and log.events == []  # no job started, no media read
+    # With a model there, the check passes and the job goes on to the media.
+    assert main(["generate", "--backend", "checked", "--model", str(tmp_path), str(media)]) == 1
+    assert "media-not-found" in capsys.readouterr().err
+    assert len(plugin.factory.checked) == 2
+
+
 def _render_txt(tracks: Tracks, langs: list[str], style: StyleOptions) -> str:
     return "\n".join(cue.text for lang in langs for cue in tracks.tracks[lang].cues)
 
