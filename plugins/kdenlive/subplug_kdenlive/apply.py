@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from subplug.errors import SubplugError
 from subplug.types import GenerateOptions, JobEvent, StyleOptions, Track
@@ -25,6 +26,9 @@ from subplug_kdenlive import safety, subtitle_track, timing
 from subplug_kdenlive.audio import melt_binary, render_timeline_audio
 from subplug_kdenlive.project import BinClip, KdenliveProject
 from subplug_kdenlive.subtitle_track import Layout
+
+if TYPE_CHECKING:
+    from subplug.engine import Engine
 
 EventSink = Callable[[JobEvent], None]
 
@@ -123,7 +127,7 @@ def make_tracks(
     request: ApplyRequest,
     *,
     events: EventSink | None = None,
-    engine_factory: Callable[..., object] | None = None,
+    engine_factory: Callable[..., Engine] | None = None,
 ) -> dict[str, Track]:
     """Step 4: subtitle tracks on the timeline's clock.
 
@@ -144,7 +148,7 @@ def make_tracks(
                 _render_timeline(project, media, events)
             else:
                 media = find_clip(project, request.clip).resource
-            generated = engine.generate(media, options)  # type: ignore[attr-defined]
+            generated = engine.generate(media, options)
     finally:
         close = getattr(engine, "close", None)
         if close is not None:
@@ -231,7 +235,7 @@ def apply(
     request: ApplyRequest,
     *,
     events: EventSink | None = None,
-    engine_factory: Callable[..., object] | None = None,
+    engine_factory: Callable[..., Engine] | None = None,
 ) -> ApplyResult:
     """Generate subtitles for ``request.project`` and write them into it."""
     project, subtitle_plan, warnings = prepare(request)

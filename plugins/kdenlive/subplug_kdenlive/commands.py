@@ -198,8 +198,7 @@ def _run_info(args: argparse.Namespace) -> int:
     )
     seconds = project.duration() / float(project.profile.fps)
     print(
-        f"timeline:  {timeline.id}{' (sequence)' if project.has_sequences else ''}, "
-        f"{seconds:.1f} s"
+        f"timeline:  {timeline.id}{' (sequence)' if project.has_sequences else ''}, {seconds:.1f} s"
     )
     print(f"subtitles: {plan.layout.value} -> " + ", ".join(str(f.path.name) for f in plan.files))
     existing = subtitle_track.existing_subtitles(project, timeline)

@@ -267,7 +267,7 @@ class KdenliveProject:
 
     def bin_clips(self) -> list[BinClip]:
         """Bin clips that have a file (``resource``), in bin order."""
-        clips = []
+        clips: list[BinClip] = []
         seen: set[str] = set()
         bin_playlist = self.main_bin
         if bin_playlist is None:
@@ -407,8 +407,8 @@ def parse_time(value: str, fps: Fraction) -> int:
         return int(round(float(value)))
     parts = value.split(":")
     if len(parts) == 4:
-        hours, minutes, seconds, frames = (int(p) for p in parts)
-        return int(round((hours * 3600 + minutes * 60 + seconds) * fps)) + frames
+        hours, minutes, whole, frames = (int(p) for p in parts)
+        return int(round((hours * 3600 + minutes * 60 + whole) * fps)) + frames
     seconds = 0.0
     for part in parts:
         seconds = seconds * 60 + float(part.replace(",", "."))

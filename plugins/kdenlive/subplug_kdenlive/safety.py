@@ -100,7 +100,7 @@ def pid_alive(pid: int) -> bool:
 
 def kdenlive_processes(proc: Path = Path("/proc")) -> list[tuple[int, list[str]]]:
     """Running Kdenlive processes and their arguments (Linux ``/proc``; empty elsewhere)."""
-    found = []
+    found: list[tuple[int, list[str]]] = []
     if not proc.is_dir():
         return found
     for entry in proc.iterdir():
