@@ -27,6 +27,9 @@ carries the speech regions voice activity detection found in it. Shaping one chu
 
 :func:`shape_track` then joins the chunks of one language, merges consecutive cues with
 identical text (a model repeating itself) and enforces the gap across chunk boundaries.
+A cue that cannot get its gap without vanishing is left out of the track and listed in
+:attr:`~subplug.types.Track.dropped` (the engine warns with the count): text is never
+lost silently.
 
 Line breaking (:func:`wrap`) uses the fewest lines that fit, then the most balanced
 layout with the best break points. A single word longer than a line is hard-split into
@@ -647,13 +650,15 @@ def _order(lang: str) -> tuple[int, str]:
 def shape_track(transcripts: Iterable[Transcript], lang: str, options: CueOptions) -> Track:
     """All cues of ``lang`` over the chunks, in time order: each chunk shaped by
     :func:`chunk_cues`, consecutive cues with identical text merged (up to
-    ``max_duration``), and at least ``min_gap`` between cues across chunk boundaries."""
+    ``max_duration``), and at least ``min_gap`` between cues across chunk boundaries.
+    Cues that could not fit are in the track's ``dropped``."""
     cues: list[Cue] = []
     for transcript in sorted(transcripts, key=lambda t: (t.chunk.start, t.chunk.index)):
         if not normalise_text(transcript.texts.get(lang, "")):
             continue
         cues.extend(chunk_cues(transcript, options).get(lang, []))
-    return Track(lang, tuple(_enforce_gaps(_merge_repeats(cues, options), options)))
+    kept, dropped = _enforce_gaps(_merge_repeats(cues, options), options)
+    return Track(lang, tuple(kept), tuple(dropped))
 
 
 def shape_tracks(
@@ -676,13 +681,14 @@ def _merge_repeats(cues: Sequence[Cue], options: CueOptions) -> list[Cue]:
     return merged
 
 
-def _enforce_gaps(cues: Sequence[Cue], options: CueOptions) -> list[Cue]:
+def _enforce_gaps(cues: Sequence[Cue], options: CueOptions) -> tuple[list[Cue], list[Cue]]:
     """At least ``min_gap`` between consecutive cues: shorten the earlier cue, then (if
     it would vanish) start the later one later; a cue that still cannot fit is dropped
     rather than overlapping. That only happens to a chunk with more cues than it has
     tenths of a second (a model answer far longer than its audio could hold) or with
-    overlapping chunks."""
+    overlapping chunks. Returns the cues kept and those dropped."""
     out: list[Cue] = []
+    dropped: list[Cue] = []
     for cue in cues:
         if out:
             last = out[-1]
@@ -693,7 +699,8 @@ def _enforce_gaps(cues: Sequence[Cue], options: CueOptions) -> list[Cue]:
                 deficit -= take
             if deficit > 0:
                 if cue.duration - deficit < _MIN_VISIBLE:
+                    dropped.append(cue)
                     continue
                 cue = Cue(cue.start + deficit, cue.end, cue.lines)
         out.append(cue)
-    return out
+    return out, dropped

@@ -8,7 +8,7 @@ events go to ``subplug_job_event`` implementations (or a callable given to the e
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -27,11 +27,14 @@ from subplug.types import (
     JobEvent,
     SubtitleFormat,
     Task,
+    Track,
     Tracks,
     Transcript,
 )
 
 SOURCES = ("auto", "en", "mn")
+#: How messages name each language.
+LANGUAGE_NAMES = {"en": "English", "mn": "Mongolian"}
 #: Chunks sent to the backend per call (and journaled together).
 DEFAULT_GROUP = 8
 
@@ -237,6 +240,9 @@ class Engine:
         tracks = {
             lang: cues.shape_track(transcripts, lang, options.cues) for lang in options.targets
         }
+        for reference, message, data in _track_warnings(tracks, len(plan), options.targets):
+            warnings.append(message)
+            self.emit("warning", media, reference=reference, message=message, **data)
         detected = {t.source_lang for t in transcripts if t.source_lang}
         return Tracks(
             media=media,
@@ -258,20 +264,34 @@ class Engine:
 
     def write(self, tracks: Tracks, options: GenerateOptions) -> Tracks:
         """Write the planned files for ``tracks`` atomically; returns them with
-        ``outputs`` filled. Writes nothing when no speech was found."""
+        ``outputs`` filled.
+
+        A file is written only when it has cues: a one-language file (``.srt``,
+        ``.vtt``) is skipped for a language without any, a bilingual one when no
+        language has any. When nothing at all is written, a ``no-output`` warning says
+        so unless ``tracks`` already carries a warning explaining why (no speech, no
+        text)."""
         from subplug import formats as formats_module
 
-        if not any(track.cues for track in tracks.tracks.values()):
+        has_cues = {lang for lang, track in tracks.tracks.items() if track.cues}
+        outputs = [
+            o
+            for o in planned_outputs(tracks.media, options)
+            if (bool(has_cues & set(o.langs)) if o.format.bilingual else set(o.langs) <= has_cues)
+        ]
+        if not outputs:
+            if not tracks.warnings:
+                message = "No subtitle file was written: there were no cues to write."
+                self.emit("warning", tracks.media, reference="no-output", message=message)
+                tracks = replace(tracks, warnings=(message,))
+            self._finish_journal(tracks.media)
             self.emit("file-done", tracks.media, outputs=[], cues={}, source_lang=None)
             return tracks
         self.emit("stage", tracks.media, stage="write")
-        outputs = planned_outputs(tracks.media, options)
         rendered = [(o.path, o.format.write(tracks, o.langs, options.style)) for o in outputs]
         written = formats_module.write_files(rendered, overwrite=options.overwrite)
         done = replace(tracks, outputs=tuple(written))
-        journal = self._journals.pop(tracks.media, None)
-        if journal is not None:
-            journal.remove()
+        self._finish_journal(tracks.media)
         self.emit(
             "file-done",
             tracks.media,
@@ -285,6 +305,12 @@ class Engine:
         return done
 
     # -------------------------------------------------------------- internals
+
+    def _finish_journal(self, media: Path) -> None:
+        """A file is done: its journal has served its purpose."""
+        journal = self._journals.pop(media, None)
+        if journal is not None:
+            journal.remove()
 
     def _settings(self, stream: int, options: GenerateOptions) -> dict[str, Any]:
         return {
@@ -397,6 +423,46 @@ class Engine:
             percent=round(100 * fraction, 1),
             resumed=resumed,
         )
+
+
+def _track_warnings(
+    tracks: Mapping[str, Track], chunks: int, targets: Sequence[str]
+) -> list[tuple[str, str, dict[str, Any]]]:
+    """(reference, message, extra event data) for every way the shaped tracks fall
+    short of what was asked: a language with no text at all (``no-text``), cues that
+    could not fit in time (``cues-dropped``). Nothing is said when there was no speech
+    (``no-speech`` covers it)."""
+    found: list[tuple[str, str, dict[str, Any]]] = []
+    if not chunks:
+        return found
+    empty = [lang for lang in targets if not tracks[lang].cues]
+    if empty:
+        chunk_words = f"{chunks} speech chunk{'s' if chunks != 1 else ''}"
+        if len(empty) == len(targets):
+            message = (
+                f"The model gave no usable text for the {chunk_words}; "
+                "no subtitle file was written."
+            )
+        else:
+            names = " or ".join(LANGUAGE_NAMES.get(lang, lang) for lang in empty)
+            message = (
+                f"The model gave no {names} text for the {chunk_words}; "
+                f"no {names} subtitles were written."
+            )
+        found.append(("no-text", message, {"langs": empty}))
+    for lang in targets:
+        dropped = tracks[lang].dropped
+        if dropped:
+            words = sum(len(line.split()) for cue in dropped for line in cue.lines)
+            name = LANGUAGE_NAMES.get(lang, lang)
+            message = (
+                f"{len(dropped)} {name} subtitle{'s' if len(dropped) != 1 else ''} "
+                f"({words} word{'s' if words != 1 else ''}) did not fit in the time of "
+                "their speech and were left out (the model gave more text than the "
+                "audio could hold)."
+            )
+            found.append(("cues-dropped", message, {"lang": lang, "count": len(dropped)}))
+    return found
 
 
 def _request(chunk: AudioChunk, task: Task, instruction: str, source: str | None) -> BackendRequest:

@@ -153,22 +153,25 @@ class RichProgress:
 
     def summary(self, results: Sequence[Tracks | None]) -> None:
         """What was written, what was skipped, and what failed, after the bars."""
+        from rich.markup import escape
+
         out = self.console
         for media, message in self.warnings:
-            out.print(f"[yellow]warning:[/] {_short(media) + ': ' if media else ''}{message}")
+            where = _short(media) + ": " if media else ""
+            out.print(f"[yellow]warning:[/] {escape(where + message)}")
         for tracks in results:
             if tracks is None:
                 continue
             for path in tracks.outputs:
-                out.print(f"[green]wrote[/] {path}")
+                out.print(f"[green]wrote[/] {escape(str(path))}")
         for media, error in self.errors:
             message = error["message"]
             name = _short(media)
             if name and name not in message:
                 message = f"{name}: {message}"
-            out.print(f"[bold red]error:[/] {message} [dim]\\[{error['reference']}][/]")
+            out.print(f"[bold red]error:[/] {escape(message)} [dim]\\[{error['reference']}][/]")
             if error.get("hint"):
-                out.print(f"[bold]hint:[/] {error['hint']}")
+                out.print(f"[bold]hint:[/] {escape(error['hint'])}")
 
 
 def _short(media: Path | None) -> str:

@@ -204,6 +204,9 @@ class Track:
 
     lang: str
     cues: tuple[Cue, ...]
+    dropped: tuple[Cue, ...] = ()
+    """Cues cue shaping had to leave out because they could not fit in time (a model
+    answer far longer than its audio could hold); the engine warns about them."""
 
 
 @dataclass(frozen=True)

@@ -296,11 +296,16 @@ def test_shape_track_properties(data: st.DataObject, count: int, unique: bool) -
             t.chunk.duration >= len(t.texts.get(lang, "").split()) * (0.1 + OPTIONS.min_gap)
             for t in chunks
         )
-        if unique and roomy and len(set(said.split())) == len(said.split()):
-            # No two cues can be alike, so none is merged away, and every chunk has time
-            # for a visible cue per word: every word is shown.
-            shown = "".join(line for cue in cues for line in cue.lines)
-            assert _letters(shown) == _letters(said)
+        shown = "".join(line for cue in cues for line in cue.lines)
+        if unique and len(set(said.split())) == len(said.split()):
+            # No two cues can be alike, so none is merged away: every letter is either
+            # shown or in a cue reported as dropped.
+            left_out = "".join(line for cue in track.dropped for line in cue.lines)
+            assert sorted(_letters(shown + left_out)) == sorted(_letters(said))
+            if roomy:
+                # Every chunk has time for a visible cue per word: every word is shown.
+                assert not track.dropped
+                assert _letters(shown) == _letters(said)
 
 
 def test_shape_track_merges_a_repeated_cue() -> None:
@@ -318,3 +323,18 @@ def test_shape_track_keeps_the_gap_between_touching_chunks() -> None:
     cues = shape_track([first, second], "en", OPTIONS).cues
     assert len(cues) == 2
     assert cues[1].start - cues[0].end >= OPTIONS.min_gap - EPS
+
+
+def test_text_that_cannot_fit_in_its_time_is_reported_as_dropped() -> None:
+    # 300 words for one second of speech: far more cues than the chunk has time for.
+    said = " ".join(f"word{i}" for i in range(300))
+    crowded = Transcript(_chunk([(0.2, 1.2)], index=0), "en", {"en": said})
+    track = shape_track([crowded], "en", OPTIONS)
+    assert track.cues and track.dropped
+    shown = [w for cue in track.cues for line in cue.lines for w in line.split()]
+    left_out = [w for cue in track.dropped for line in cue.lines for w in line.split()]
+    assert sorted(shown + left_out) == sorted(said.split())
+    for left, right in pairwise(track.cues):
+        assert right.start - left.end >= OPTIONS.min_gap - EPS
+    roomy = Transcript(_chunk([(0.0, 6.0)], index=0), "en", {"en": EN_STORY})
+    assert shape_track([roomy], "en", OPTIONS).dropped == ()

@@ -216,9 +216,93 @@ def test_silence_makes_no_files_and_a_warning(
         (tracks,) = engine.run([quiet], _options())
     assert tracks is not None and not tracks.outputs
     assert [p.name for p in tmp_path.iterdir()] == ["quiet.m4a"]
-    warning = next(e for e in recorder.events if e.kind == "warning")
+    (warning,) = (e for e in recorder.events if e.kind == "warning")
     assert warning.data["reference"] == "no-speech"
     assert fake_backend.instances == []  # no model was loaded for nothing
+
+
+def _english_only(request: BackendRequest) -> str:
+    """A model that never manages Mongolian: the combined answer's Mongolian section is
+    empty and a translation request gets nothing back."""
+    if request.task is Task.TRANSLATE:
+        return ""
+    answer = fake_answer(request)
+    return answer.split("---")[0] + "---\n\n### Mongolian\n\n" if "---" in answer else answer
+
+
+def test_a_language_without_text_gets_no_empty_file_and_a_warning(
+    clip: SpeechClip, recorder: Recorder, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plugins.register(FakeBackendPlugin(script=_english_only), name="english-only")
+    code = main(["generate", "--backend", "fake", "--source", "en", str(clip.path)])
+    assert code == 0
+    folder = clip.path.parent
+    assert sorted(p.name for p in folder.iterdir()) == ["talk.en-mn.ass", "talk.en.srt", "talk.mp4"]
+    for name in ("talk.en-mn.ass", "talk.en.srt"):
+        subs = pysubs2.load(str(folder / name))  # readable, with English cues
+        assert len(subs) > 0 and {e.style for e in subs} <= {"EN", "Default"}
+    (warning,) = (e for e in recorder.events if e.kind == "warning")
+    assert warning.data["reference"] == "no-text" and warning.data["langs"] == ["mn"]
+    assert "Mongolian" in warning.data["message"]
+    done = next(e for e in recorder.events if e.kind == "file-done")
+    assert [o["path"] for o in done.data["outputs"]] == [
+        str(folder / "talk.en-mn.ass"),
+        str(folder / "talk.en.srt"),
+    ]
+    err = capsys.readouterr().err
+    assert "warning: talk.mp4: The model gave no Mongolian text" in " ".join(err.split())
+
+
+def test_one_target_with_no_usable_text_says_that_nothing_was_written(
+    clip: SpeechClip, capsys: pytest.CaptureFixture[str], subplug_home: Path
+) -> None:
+    import json
+
+    plugins.register(FakeBackendPlugin(script=lambda request: "  \n"), name="mute")
+    args = ["generate", "--backend", "fake", "--targets", "en", "--jsonl", str(clip.path)]
+    assert main(args) == 0  # like silence: a finding, not a failure
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    (warning,) = (e for e in events if e["event"] == "warning")
+    assert warning["reference"] == "no-text" and warning["langs"] == ["en"]
+    assert "no subtitle file was written" in warning["message"]
+    assert warning["media"] == str(clip.path)
+    done = next(e for e in events if e["event"] == "file-done")
+    assert done["outputs"] == []
+    assert [p.name for p in clip.path.parent.iterdir()] == ["talk.mp4"]
+    assert not list((subplug_home / "journal").glob("*.jsonl")), "a finished file keeps no journal"
+
+
+def test_text_that_cannot_fit_is_counted_in_a_warning(clip: SpeechClip, recorder: Recorder) -> None:
+    def rambling(request: BackendRequest) -> str:
+        if request.chunk.index:
+            return fake_answer(request)
+        words = " ".join(f"word{i}" for i in range(400))
+        return f"### English\n\n{words}\n\n---\n\n### Mongolian\n\nСайн байна уу."
+
+    plugins.register(FakeBackendPlugin(script=rambling), name="rambling")
+    with Engine() as engine:
+        (tracks,) = engine.run([clip.path], _options(max_chunk=4.0, formats=("srt",)))
+    assert tracks is not None and tracks.tracks["en"].dropped
+    (warning,) = (e for e in recorder.events if e.kind == "warning")
+    assert warning.data["reference"] == "cues-dropped" and warning.data["lang"] == "en"
+    assert warning.data["count"] == len(tracks.tracks["en"].dropped)
+    assert f"{warning.data['count']} English subtitles" in warning.data["message"]
+    assert warning.data["message"] in tracks.warnings
+
+
+def test_writing_tracks_without_cues_warns_instead_of_writing_empty_files(
+    tmp_path: Path, recorder: Recorder
+) -> None:
+    from subplug.types import Track, Tracks
+
+    media = tmp_path / "talk.mp4"
+    empty = Tracks(media, None, {"en": Track("en", ()), "mn": Track("mn", ())})
+    with Engine() as engine:
+        written = engine.write(empty, _options(formats=("ass", "srt", "vtt")))
+    assert written.outputs == () and list(tmp_path.iterdir()) == []
+    (warning,) = (e for e in recorder.events if e.kind == "warning")
+    assert warning.data["reference"] == "no-output" and warning.media == media
+    assert written.warnings == (warning.data["message"],)
 
 
 def test_a_bad_file_does_not_stop_the_others(
