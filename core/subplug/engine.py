@@ -437,16 +437,17 @@ def _track_warnings(
         return found
     empty = [lang for lang in targets if not tracks[lang].cues]
     if empty:
-        chunk_words = f"{chunks} speech chunk{'s' if chunks != 1 else ''}"
+        chunk_words = (
+            "the only speech chunk" if chunks == 1 else f"any of the {chunks} speech chunks"
+        )
         if len(empty) == len(targets):
             message = (
-                f"The model gave no usable text for the {chunk_words}; "
-                "no subtitle file was written."
+                f"The model gave no usable text for {chunk_words}; no subtitle file was written."
             )
         else:
             names = " or ".join(LANGUAGE_NAMES.get(lang, lang) for lang in empty)
             message = (
-                f"The model gave no {names} text for the {chunk_words}; "
+                f"The model gave no {names} text for {chunk_words}; "
                 f"no {names} subtitles were written."
             )
         found.append(("no-text", message, {"langs": empty}))
