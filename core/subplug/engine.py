@@ -15,7 +15,13 @@ from typing import Any
 
 from subplug import __version__, plugins, prompts
 from subplug.errors import Cancelled, SubplugError
-from subplug.journal import Journal, JournalEntry, journal_key, media_fingerprint
+from subplug.journal import (
+    Journal,
+    JournalEntry,
+    journal_key,
+    media_fingerprint,
+    model_fingerprint,
+)
 from subplug.types import (
     LANGUAGES,
     SAMPLE_RATE,
@@ -313,10 +319,14 @@ class Engine:
             journal.remove()
 
     def _settings(self, stream: int, options: GenerateOptions) -> dict[str, Any]:
+        backend_options = options.backend_options
         return {
             "stream": stream,
             "backend": options.backend,
-            "model": options.backend_options.model,
+            "model": backend_options.model,
+            "model_contents": model_fingerprint(
+                backend_options.model, backend_options.extra.get("base")
+            ),
             "source": options.source,
             "targets": list(options.targets),
             "vad": options.vad_threshold,

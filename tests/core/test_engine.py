@@ -381,6 +381,43 @@ def test_an_interrupted_run_keeps_its_journal_and_resumes(
     ]
 
 
+def test_a_retrained_model_under_the_same_name_does_not_reuse_the_journal(
+    clip: SpeechClip, subplug_home: Path, tmp_path: Path
+) -> None:
+    from subplug.types import BackendOptions
+
+    model = tmp_path / "my-model"
+    model.mkdir()
+    (model / "config.json").write_text("{}", encoding="utf-8")
+    (model / "model.safetensors").write_bytes(b"first training run")
+    options = _options(
+        max_chunk=4.0,
+        formats=("srt",),
+        backend_options=BackendOptions(model=str(model), batch_size=1),
+    )
+
+    def interrupted(request: BackendRequest) -> str:
+        if request.chunk.index == 1:
+            raise KeyboardInterrupt
+        return fake_answer(request)
+
+    plugins.register(FakeBackendPlugin(script=interrupted), name="first-run")
+    with Engine() as engine, pytest.raises(Cancelled):
+        engine.run([clip.path], options)
+    plugins.unregister(name="first-run")
+    assert len(list((subplug_home / "journal").glob("*.jsonl"))) == 1
+
+    # Retrained into the same folder: the first run's chunk is from another model.
+    (model / "model.safetensors").write_bytes(b"second training run, other weights")
+    second = FakeBackendPlugin()
+    plugins.register(second, name="second-run")
+    with Engine() as engine:
+        (tracks,) = engine.run([clip.path], options)
+    assert tracks is not None
+    redone = sorted(r.chunk.index for call in second.instances[0].calls for r in call)
+    assert redone == list(range(len(tracks.transcripts))), "chunk 0 must not be reused"
+
+
 def test_no_resume_ignores_the_journal(clip: SpeechClip, subplug_home: Path) -> None:
     plugin = FakeBackendPlugin()
     plugins.register(plugin, name="fake-backend")

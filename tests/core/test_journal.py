@@ -5,7 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from subplug.journal import Journal, JournalEntry, journal_key, media_fingerprint
+from subplug.journal import (
+    Journal,
+    JournalEntry,
+    journal_key,
+    media_fingerprint,
+    model_fingerprint,
+)
 from subplug.types import ChunkSpan, SpeechRegion
 
 
@@ -49,3 +55,65 @@ def test_append_load_and_torn_last_line(tmp_path: Path) -> None:
     assert not loaded[0].matches(_span(0, 0.0, 4.5))
     journal.remove()
     assert journal.load() == {}
+
+
+# ------------------------------------------------------------- model fingerprint
+
+
+def _model_folder(folder: Path, weights: bytes) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text('{"model_type": "gemma3n"}', encoding="utf-8")
+    (folder / "model.safetensors").write_bytes(weights)
+    return folder
+
+
+def _adapter_folder(folder: Path, base: str, weights: bytes) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    config = f'{{"base_model_name_or_path": "{base}", "peft_type": "LORA"}}'
+    (folder / "adapter_config.json").write_text(config, encoding="utf-8")
+    (folder / "adapter_model.safetensors").write_bytes(weights)
+    return folder
+
+
+def test_a_model_folder_is_fingerprinted_by_its_files(tmp_path: Path) -> None:
+    model = _model_folder(tmp_path / "model", b"weights one")
+    first = model_fingerprint(str(model))
+    assert model_fingerprint(str(model)) == first
+    # Retrained into the same folder: same name, other weights.
+    (model / "model.safetensors").write_bytes(b"weights two, longer")
+    assert model_fingerprint(str(model)) != first
+    # The name alone is no longer what counts.
+    assert model_fingerprint(str(model)) != model_fingerprint(str(tmp_path / "elsewhere"))
+
+
+def test_a_cache_entry_is_fingerprinted_by_its_manifest_digests(tmp_path: Path) -> None:
+    from subplug import cache
+
+    cache.import_model(_model_folder(tmp_path / "a", b"A" * 100), name="mine")
+    first = model_fingerprint("mine")
+    assert model_fingerprint("mine") == first
+    # Re-imported under the same name with other weights of the same size.
+    cache.import_model(_model_folder(tmp_path / "b", b"B" * 100), name="mine", force=True)
+    second = model_fingerprint("mine")
+    assert second != first
+    # The same weights again (new files, new mtimes) are the same model.
+    cache.import_model(_model_folder(tmp_path / "c", b"B" * 100), name="mine", force=True)
+    assert model_fingerprint("mine") == second
+
+
+def test_an_adapter_fingerprint_covers_its_base(tmp_path: Path) -> None:
+    from subplug import cache
+
+    cache.import_model(_model_folder(tmp_path / "base", b"base v1"), name="base")
+    adapter = _adapter_folder(tmp_path / "adapter", "base", b"lora")
+    cache.import_model(adapter, name="lora")
+    as_entry, as_folder = model_fingerprint("lora"), model_fingerprint(str(adapter))
+    cache.import_model(_model_folder(tmp_path / "base2", b"base v2"), name="base", force=True)
+    assert model_fingerprint("lora") != as_entry
+    assert model_fingerprint(str(adapter)) != as_folder
+
+
+def test_a_name_nothing_resolves_counts_as_itself() -> None:
+    assert model_fingerprint("not-in-the-cache") == model_fingerprint("not-in-the-cache")
+    assert model_fingerprint("not-in-the-cache") != model_fingerprint("another-name")
+    assert model_fingerprint(None) == model_fingerprint(None)
