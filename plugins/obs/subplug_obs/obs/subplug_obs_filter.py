@@ -93,7 +93,8 @@ def interleave(planes, channels):
 
 def wrap(text, width=LINE_WIDTH):
     """Caption text broken into lines of at most ``width`` characters."""
-    return "\n".join(textwrap.wrap(" ".join(str(text or "").split()), width)) if text else ""
+    words = " ".join(str(text or "").split())
+    return "\n".join(textwrap.wrap(words, width, break_on_hyphens=False)) if words else ""
 
 
 def show_seconds(event):
