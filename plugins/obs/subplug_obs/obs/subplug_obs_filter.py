@@ -213,6 +213,7 @@ _SIGNATURES = {
         ctypes.c_void_p,
         [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p],
     ),
+    "obs_property_set_long_description": (None, [ctypes.c_void_p, ctypes.c_char_p]),
     "obs_enum_sources": (None, [ENUM_PROC, ctypes.c_void_p]),
     "obs_source_get_name": (ctypes.c_char_p, [ctypes.c_void_p]),
     "obs_source_get_unversioned_id": (ctypes.c_char_p, [ctypes.c_void_p]),
@@ -698,6 +699,12 @@ def _add_list(api, props, key, label, options):
         api.obs_property_list_add_string(prop, text.encode("utf-8"), value.encode("utf-8"))
 
 
+def _describe(api, prop, text):
+    """A tooltip for a property (where this libobs has the call)."""
+    if prop and api.obs_property_set_long_description is not None:
+        api.obs_property_set_long_description(prop, text.encode("utf-8"))
+
+
 def _on_get_properties(data):
     api = state.api
     props = api.obs_properties_create()
@@ -708,17 +715,22 @@ def _on_get_properties(data):
         api, props, "source", "Spoken language",
         [("Detect (English or Mongolian)", "auto"), ("English", "en"), ("Mongolian", "mn")],
     )  # fmt: skip
-    api.obs_properties_add_text(
-        props, b"model", b"Model (cache name or folder; empty: default)", OBS_TEXT_DEFAULT
-    )
+    model = api.obs_properties_add_text(props, b"model", b"Model", OBS_TEXT_DEFAULT)
+    _describe(
+        api, model, "A model name from 'subplug models list', or a model folder. Empty: the "
+        "default model.",
+    )  # fmt: skip
     _add_list(
         api, props, "device", "Device",
         [("Automatic", "auto"), ("GPU (CUDA)", "cuda"), ("CPU", "cpu")],
     )  # fmt: skip
-    api.obs_properties_add_bool(
-        props, b"stream_captions", b"Send English as stream captions (CEA-608)"
-    )
-    api.obs_properties_add_text(props, b"backend", b"Backend (advanced)", OBS_TEXT_DEFAULT)
+    captions = api.obs_properties_add_bool(props, b"stream_captions", b"Stream captions")
+    _describe(
+        api, captions, "Send English into the stream as CEA-608 closed captions (Latin "
+        "letters only, so not Mongolian).",
+    )  # fmt: skip
+    backend = api.obs_properties_add_text(props, b"backend", b"Backend", OBS_TEXT_DEFAULT)
+    _describe(api, backend, "Advanced: a model backend added by a subplug plugin.")
     instance = _instance(data)
     if instance is not None and instance.last_error:
         api.obs_properties_add_text(
