@@ -17,9 +17,10 @@ Typical use::
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,8 +95,16 @@ class FrameScores:
 
 # ------------------------------------------------------------------------ silero-vad
 
+#: Torch threads the VAD runs on (restored afterwards). Measured with bench/vad.py on a
+#: 2-core machine (docs/performance.md): the batched model is as fast on one thread as on
+#: two when the machine is idle, and several times faster when it is busy, where extra
+#: threads spin waiting for a core.
+VAD_THREADS = 1
+
 _model_lock = threading.Lock()
 _model: Any = None
+_batched: Any = None
+_BATCHED_UNAVAILABLE = object()
 
 
 def load_vad() -> Any:
@@ -120,21 +129,125 @@ def load_vad() -> Any:
     return _model
 
 
+class _BatchedVad:
+    """silero-vad's 16 kHz model run a block of windows at a time.
+
+    The streaming model computes, for each 32 ms window (with the previous window's
+    last 64 samples as context), spectrogram features and a convolutional encoding that
+    depend on that window alone, then one step of an LSTM that carries the state, then a
+    1x1 convolution and a sigmoid. Here the per-window parts run on a whole block of
+    windows as one batch, and the LSTM steps through the block in one call of
+    ``torch.nn.LSTM`` with the model's own LSTM cell weights. Same computation, same
+    weights; probabilities agree with the window-by-window model to ~1e-5 (rounding
+    order), for about a fortieth of the time.
+    """
+
+    def __init__(self, model: Any) -> None:
+        import torch
+
+        net = model._model
+        self.context = int(net.context_size_samples)
+        self.stft = net.stft
+        self.encoder = net.encoder
+        self.head = net.decoder.decoder
+        cell = net.decoder.rnn
+        self.lstm = torch.nn.LSTM(cell.weight_ih.shape[1], cell.weight_hh.shape[1])
+        self.lstm.load_state_dict(
+            {
+                "weight_ih_l0": cell.weight_ih,
+                "weight_hh_l0": cell.weight_hh,
+                "bias_ih_l0": cell.bias_ih,
+                "bias_hh_l0": cell.bias_hh,
+            }
+        )
+        self.lstm.eval()
+
+    def run(
+        self,
+        samples: np.ndarray,
+        probs: np.ndarray,
+        on_block: Callable[[int], None],
+    ) -> None:
+        """Fill ``probs`` (one per window of ``samples``) block by block; ``on_block`` is
+        called with the samples done after each block."""
+        import torch
+
+        n = len(samples)
+        context = np.zeros(self.context, dtype=np.float32)
+        state: Any = None
+        block_samples = _BLOCK_WINDOWS * VAD_WINDOW
+        for block_start in range(0, n, block_samples):
+            piece = samples[block_start : block_start + block_samples]
+            windows = -(-len(piece) // VAD_WINDOW)
+            # Context, then the block (converted to float32 here, once), zero-padded to
+            # whole windows as the streaming model pads the last one.
+            buffer = np.zeros(self.context + windows * VAD_WINDOW, dtype=np.float32)
+            buffer[: self.context] = context
+            buffer[self.context : self.context + len(piece)] = piece
+            context = buffer[-self.context :].copy()
+            frames = torch.from_numpy(buffer).unfold(0, self.context + VAD_WINDOW, VAD_WINDOW)
+            features = self.encoder(self.stft(frames)).squeeze(-1)
+            hidden, state = self.lstm(features.unsqueeze(1), state)
+            out = self.head(hidden.squeeze(1).unsqueeze(-1))
+            first = block_start // VAD_WINDOW
+            probs[first : first + windows] = out.reshape(windows, -1).mean(dim=1).numpy()
+            del buffer, frames, features, hidden, out
+            on_block(block_start + len(piece))
+
+
+def _batched_vad() -> _BatchedVad | None:
+    """The batched runner, or ``None`` when this silero-vad's model is not laid out as
+    expected (then the window-by-window model runs)."""
+    global _batched
+    if _batched is None:
+        try:
+            _batched = _BatchedVad(load_vad())
+        except (AttributeError, TypeError, RuntimeError):
+            _batched = _BATCHED_UNAVAILABLE
+    return None if _batched is _BATCHED_UNAVAILABLE else _batched
+
+
+@contextlib.contextmanager
+def _torch_threads(count: int | None) -> Iterator[None]:
+    """Run the block with torch on ``count`` threads; the caller's setting is restored."""
+    import torch
+
+    before = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def speech_probabilities(
-    samples: np.ndarray, *, on_progress: ProgressCallback | None = None
+    samples: np.ndarray,
+    *,
+    on_progress: ProgressCallback | None = None,
+    threads: int | None = VAD_THREADS,
+    method: str = "batched",
 ) -> FrameScores:
     """Silero-vad speech probability for every 512-sample window of ``samples``.
 
-    ``samples`` is 16 kHz mono audio (1-D; float32 avoids any conversion). The model runs
-    window by window with its recurrent state carried across the whole array, so results
-    do not depend on any block size; extra memory is one 20 s block at most plus one
-    float32 per 32 ms of audio (1.3 MB for three hours). The last partial window is
-    zero-padded. ``on_progress(seconds_done, total_seconds)`` is called after every 20 s
-    of audio. The model is loaded once per process; calls are serialised because the
-    model carries state. Torch's thread count is left as the process set it.
+    ``samples`` is 16 kHz mono audio (1-D; float32 avoids any conversion). The model's
+    recurrent state is carried across the whole array, so results do not depend on any
+    block size (beyond float rounding, ~1e-9); extra memory is one 20 s block at most
+    plus one float32 per 32 ms of audio (1.3 MB for three hours). The last partial
+    window is zero-padded.
+    ``on_progress(seconds_done, total_seconds)`` is called after every 20 s of audio.
+
+    ``method="batched"`` (default) runs 20 s of windows per model call
+    (:class:`_BatchedVad`); ``"streaming"`` runs silero-vad's own window-by-window
+    model, the reference the batched way is checked against (tests, bench/vad.py).
+    Torch runs on ``threads`` threads meanwhile (``None``: as the process set it) and
+    the process's setting is restored afterwards, so a model backend is unaffected. The
+    model is loaded once per process; calls are serialised because it carries state.
     """
     if samples.ndim != 1:
         raise ValueError(f"samples must be 1-D mono audio, got shape {samples.shape}")
+    if method not in ("batched", "streaming"):
+        raise ValueError(f"method must be 'batched' or 'streaming', not {method!r}")
     n = len(samples)
     total = n / SAMPLE_RATE
     frames = -(-n // VAD_WINDOW)
@@ -146,28 +259,42 @@ def speech_probabilities(
 
     import torch
 
-    block_samples = _BLOCK_WINDOWS * VAD_WINDOW
-    with _model_lock, torch.inference_mode():
-        model = load_vad()
-        model.reset_states()
-        frame = 0
-        for block_start in range(0, n, block_samples):
-            block = np.ascontiguousarray(
-                samples[block_start : block_start + block_samples], dtype=np.float32
-            )
-            tensor = torch.from_numpy(block)
-            for offset in range(0, len(block), VAD_WINDOW):
-                window = tensor[offset : offset + VAD_WINDOW]
-                if len(window) < VAD_WINDOW:
-                    window = torch.nn.functional.pad(window, (0, VAD_WINDOW - len(window)))
-                probs[frame] = model(window, SAMPLE_RATE).item()
-                frame += 1
-            done = block_start + len(block)
-            del tensor, block, window  # free this block before converting the next
-            if on_progress is not None:
-                on_progress(done / SAMPLE_RATE, total)
-        model.reset_states()
+    def on_block(done: int) -> None:
+        if on_progress is not None:
+            on_progress(done / SAMPLE_RATE, total)
+
+    with _model_lock, _torch_threads(threads), torch.inference_mode():
+        batched = _batched_vad() if method == "batched" else None
+        if batched is not None:
+            batched.run(samples, probs, on_block)
+        else:
+            _stream(load_vad(), samples, probs, on_block)
     return FrameScores(probs, VAD_HOP, total)
+
+
+def _stream(model: Any, samples: np.ndarray, probs: np.ndarray, on_block: Any) -> None:
+    """silero-vad's own streaming use: one model call per window, state carried."""
+    import torch
+
+    n = len(samples)
+    block_samples = _BLOCK_WINDOWS * VAD_WINDOW
+    model.reset_states()
+    frame = 0
+    for block_start in range(0, n, block_samples):
+        block = np.ascontiguousarray(
+            samples[block_start : block_start + block_samples], dtype=np.float32
+        )
+        tensor = torch.from_numpy(block)
+        for offset in range(0, len(block), VAD_WINDOW):
+            window = tensor[offset : offset + VAD_WINDOW]
+            if len(window) < VAD_WINDOW:
+                window = torch.nn.functional.pad(window, (0, VAD_WINDOW - len(window)))
+            probs[frame] = model(window, SAMPLE_RATE).item()
+            frame += 1
+        done = block_start + len(block)
+        del tensor, block, window  # free this block before converting the next
+        on_block(done)
+    model.reset_states()
 
 
 def regions_from_scores(

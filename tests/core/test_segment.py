@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from subplug.segment import (
     VAD_HOP,
+    VAD_THREADS,
     FrameScores,
     merge_regions,
     pad_regions,
@@ -353,7 +354,62 @@ def test_speech_across_a_block_boundary_stays_whole(phrases: list[np.ndarray]) -
     assert regions[0].end == pytest.approx(19.0 + len(first) / SAMPLE_RATE, abs=0.3)
     whole = speech_probabilities(audio).values
     head = speech_probabilities(audio[: 700 * 512]).values
-    np.testing.assert_array_equal(whole[:700], head)
+    # The state runs on across the boundary: a shorter input (whose second block is
+    # shorter) gives the same probabilities, to rounding.
+    np.testing.assert_allclose(whole[:700], head, rtol=0, atol=1e-6)
+
+
+def test_batched_vad_matches_silero_window_by_window_on_real_speech(
+    phrases: list[np.ndarray],
+) -> None:
+    first, second = phrases
+    # 45 s: speech across both 20 s block boundaries, a tone and noise, float64 input.
+    audio = _place(
+        45.0, [(1.0, first), (6.0, _tone(2.0)), (18.5, second), (30.0, _noise(3.0)), (39.0, first)]
+    ).astype(np.float64)
+    batched = speech_probabilities(audio)
+    streamed = speech_probabilities(audio, method="streaming")
+    assert len(batched.values) == len(streamed.values) == math.ceil(len(audio) / 512)
+    np.testing.assert_allclose(batched.values, streamed.values, rtol=0, atol=1e-4)
+    assert batched.values.max() > 0.9 and batched.values.min() < 0.05  # real speech, real quiet
+    regions = regions_from_scores(batched)
+    assert len(regions) == 3
+    assert regions == regions_from_scores(streamed)
+    total = len(audio) / SAMPLE_RATE
+    assert plan_chunks(regions, total=total, scores=batched) == plan_chunks(
+        regions, total=total, scores=streamed
+    )
+    # A length that is not a whole number of windows: the last one is zero-padded alike.
+    odd = audio[: 20 * SAMPLE_RATE + 300]
+    np.testing.assert_allclose(
+        speech_probabilities(odd).values,
+        speech_probabilities(odd, method="streaming").values,
+        rtol=0,
+        atol=1e-4,
+    )
+
+
+def test_vad_runs_on_its_own_thread_count_and_gives_the_callers_back() -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    seen: list[int] = []
+    try:
+        torch.set_num_threads(2)  # what a model backend may have chosen
+        speech_probabilities(
+            _noise(25.0), on_progress=lambda done, total: seen.append(torch.get_num_threads())
+        )
+        assert seen and set(seen) == {VAD_THREADS}
+        assert torch.get_num_threads() == 2
+        seen.clear()
+        speech_probabilities(
+            _noise(1.0),
+            threads=None,
+            on_progress=lambda done, total: seen.append(torch.get_num_threads()),
+        )
+        assert set(seen) == {2}  # threads=None: as the process set it
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_vad_memory_stays_bounded() -> None:
