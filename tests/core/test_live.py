@@ -17,13 +17,11 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from subplug.errors import SubplugError
 from subplug.live import (
     MERGE_GAP,
@@ -104,14 +102,14 @@ def overlap(a: tuple[float, float], b: tuple[float, float]) -> float:
 def assert_captions_match(captions: Sequence[dict], intervals: Sequence[tuple[float, float]]):
     """One caption per phrase, overlapping it and no other, edges within VAD precision."""
     assert len(captions) == len(intervals), (captions, intervals)
-    for caption, (start, end) in zip(captions, intervals):
+    for caption, (start, end) in zip(captions, intervals, strict=True):
         span = (caption["start"], caption["end"])
         assert overlap(span, (start, end)) > 0.8 * (end - start), (span, start, end)
         assert abs(caption["start"] - start) < 0.35, (span, start, end)
         assert abs(caption["end"] - end) < 0.5, (span, start, end)
         assert caption["en"] and caption["mn"]
         assert caption["latency"] >= 0
-    for a, b in zip(captions, captions[1:]):
+    for a, b in zip(captions, captions[1:], strict=False):
         assert a["end"] <= b["start"]
 
 
@@ -429,8 +427,10 @@ def test_live_unknown_format_is_refused() -> None:
 
 
 def test_slow_backend_drops_and_merges_by_policy() -> None:
-    texts = [f"Number {word} is here." for word in ("one", "two", "three", "four", "five",
-                                                     "six", "seven", "eight", "nine", "ten")]
+    texts = [
+        f"Number {word} is here."
+        for word in ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+    ]
     mono, intervals = speech_stream(texts, pause=0.8)
     calls: list[BackendRequest] = []
 
