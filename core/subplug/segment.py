@@ -4,7 +4,8 @@ The model hears at most 30 s at a time and gives no timestamps, so the media's a
 cut into chunks of whole speech regions, at pauses. This module has two halves:
 
 * :func:`speech_probabilities` / :func:`speech_regions` run silero-vad (torch, imported
-  lazily) over 16 kHz mono audio, window by window, in bounded extra memory;
+  lazily) over 16 kHz mono audio, 20 s of 32 ms windows per model call, on one torch
+  thread, in bounded extra memory;
 * everything else is pure planning over :class:`~subplug.types.SpeechRegion` lists and
   per-frame scores: no model, no torch, exhaustively testable.
 
