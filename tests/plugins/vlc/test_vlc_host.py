@@ -223,7 +223,16 @@ def test_read_only_folder_uses_the_cache_and_draws(
 
 
 def test_stop_ends_the_engine_and_writes_nothing(vlc_session: VlcSession) -> None:
-    home = vlc_session.home("tiny", settings={"model": str(vlc_session.model)})
+    """Stop while the engine works: it ends and writes nothing. The engine runs the test
+    backend slowed to 30 s a request, so the stop always lands mid-run (the tiny model
+    can finish a short clip before the stop on a quiet machine)."""
+    home = vlc_session.home(
+        "slow-backend",
+        config={
+            "env": {"SUBPLUG_PLUGINS": "subplug.testing.fake", "SUBPLUG_FAKE_DELAY": "30"},
+            "extra_args": ["--backend", "fake"],
+        },
+    )
     media = vlc_session.folder("stopped")
     report = home / "stop.jsonl"
     args = [
