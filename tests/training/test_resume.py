@@ -84,6 +84,9 @@ def test_interrupted_training_resumes_from_the_checkpoint(
         "1",
     ]
     threads = torch.get_num_threads()
+    # Ctrl-C in a terminal raises KeyboardInterrupt; a shell that started this test run in
+    # the background may have set SIGINT to "ignore", which Python then keeps.
+    previous_handler = signal.signal(signal.SIGINT, signal.default_int_handler)
     stop = threading.Event()
     try:
         watcher = _interrupt_after(run_dir / "checkpoint-3", stop)
@@ -97,6 +100,7 @@ def test_interrupted_training_resumes_from_the_checkpoint(
     finally:
         stop.set()
         torch.set_num_threads(threads)
+        signal.signal(signal.SIGINT, previous_handler)
 
     # The first run stopped with one clear message and exit code 130.
     assert first_code == 130, first
