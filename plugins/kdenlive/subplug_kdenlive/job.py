@@ -26,6 +26,7 @@ class PercentReporter:
     def __init__(self, stream: IO[str] | None = None) -> None:
         self.stream = stream or sys.stderr
         self.last = -1
+        self.warnings: list[str] = []
 
     def report(self, percent: float) -> None:
         value = max(0, min(100, int(percent)))
@@ -53,6 +54,7 @@ class PercentReporter:
         elif event.kind == "progress":
             self.report(15 + 0.8 * float(data.get("percent", 0)))
         elif event.kind == "warning":
+            self.warnings.append(str(data.get("reference", "")))
             self.stream.write(f"warning: {data.get('message', '')}\n")
             self.stream.flush()
 
@@ -80,8 +82,14 @@ def run_job(media: Path, output: Path, options: GenerateOptions) -> int:
         with Engine(events=reporter) as engine:
             tracks = engine.generate(media, options)
     if not any(track.cues for track in tracks.tracks.values()):
+        if "no-speech" in reporter.warnings:
+            raise SubplugError(
+                "no-speech", f"No speech was found in {media.name}.", "Nothing was written."
+            )
         raise SubplugError(
-            "no-speech", f"No speech was found in {media.name}.", "Nothing was written."
+            "no-text",
+            f"The model gave no text for the speech in {media.name}.",
+            "Nothing was written. Check the model with 'subplug doctor', or try --source.",
         )
     width, height = options.style.play_res
     stamp = safety.timestamp()
@@ -91,7 +99,9 @@ def run_job(media: Path, output: Path, options: GenerateOptions) -> int:
         )
     }
     for lang in options.targets:
-        if lang in tracks.tracks:
+        # A language without text gets no file (an empty SRT is unreadable to players);
+        # the engine has already warned about it.
+        if lang in tracks.tracks and tracks.tracks[lang].cues:
             files[sibling(output, lang)] = writers.render_srt(tracks.tracks[lang].cues)
     for path, text in files.items():
         if path.exists():
