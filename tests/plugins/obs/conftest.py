@@ -42,13 +42,18 @@ def _recipe_key() -> str:
 
 
 @pytest.fixture(scope="session")
-def taught_model(request: pytest.FixtureRequest, tiny_model: Path) -> Path:
+def taught_model(
+    request: pytest.FixtureRequest, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     """The tiny model taught to answer :data:`PHRASE`'s audio with its captions.
 
     Teaching takes a minute or two on two cores, so the result is kept in pytest's cache
     under a key made of everything that shapes it; ``pytest --cache-clear`` rebuilds it.
+    With the cache plugin off (``-p no:cacheprovider``) it is built for this run only.
     """
-    cache = Path(request.config.cache.mkdir(f"subplug-obs-taught-{_recipe_key()}"))
+    key = f"subplug-obs-taught-{_recipe_key()}"
+    pytest_cache = getattr(request.config, "cache", None)
+    cache = Path(pytest_cache.mkdir(key)) if pytest_cache else tmp_path_factory.mktemp(key)
     model = cache / "model"
     if (model / "model.safetensors").is_file() and (model / "tokenizer.json").is_file():
         return model
