@@ -192,10 +192,18 @@ def test_installed_job_runs_like_kdenlive_runs_it(
     subs = pysubs2.load(str(output))
     assert set(subs.styles) == {"English", "Mongolian"}
     assert any(e.plaintext.strip() for e in subs)
-    english = output.with_name("Talk 1 – Яриа.en.srt")
-    assert english.exists() and output.with_name("Talk 1 – Яриа.mn.srt").exists()
-    starts = [e.start for e in pysubs2.load(str(english))]
-    assert starts and all(0 <= s < 3000 for s in starts)
+    # The tiny model's words are random: a language it gave no text for gets no .srt,
+    # and the job says so on stderr (Kdenlive shows it); the others parse, timed in the clip.
+    written = 0
+    for lang, language in (("en", "English"), ("mn", "Mongolian")):
+        srt = output.with_name(f"Talk 1 – Яриа.{lang}.srt")
+        if not srt.exists():
+            assert f"no {language} text" in " ".join(done.stderr.split()), done.stderr
+            continue
+        starts = [e.start for e in pysubs2.load(str(srt))]
+        assert starts and all(0 <= s < 3000 for s in starts)
+        written += 1
+    assert written >= 1
 
 
 def test_job_on_a_missing_file_fails_with_a_message_kdenlive_shows(
