@@ -9,14 +9,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from taught_model import Phrase, teach_tiny_model
+from taught_model import PHRASE, teach_tiny_model
 
-#: What the OBS test plays, and the captions the taught model gives it.
-PHRASE = Phrase(
-    said="Hello world, how are you today?",
-    en="Hello world. How are you today?",
-    mn="Сайн байна уу, дэлхий. Өнөөдөр ямар байна?",
-)
 HERE = Path(__file__).resolve().parent
 
 

@@ -36,6 +36,14 @@ class Phrase:
         return combined_target("en", {"en": self.en, "mn": self.mn})
 
 
+#: What the OBS test plays, and the captions the taught model gives it.
+PHRASE = Phrase(
+    said="Hello world, how are you today?",
+    en="Hello world. How are you today?",
+    mn="Сайн байна уу, дэлхий. Өнөөдөр ямар байна?",
+)
+
+
 def jittered(voice: np.ndarray, count: int, seed: int) -> list[np.ndarray]:
     """``count`` copies of ``voice`` (16 kHz) with 0.05–0.5 s of quiet noise before and
     after, as a live segmenter may cut it."""

@@ -23,7 +23,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import PHRASE
 from obs_harness import (
     ObsSetup,
     free_port,
@@ -38,6 +37,7 @@ from obs_harness import (
 from subplug.testing.media import speech_clip
 from subplug_obs.install import SCRIPT_NAME
 from subplug_obs.plugin import ObsHost
+from taught_model import PHRASE
 
 MISSING = obs_missing() or (None if shutil.which("ffmpeg") else "ffmpeg is not installed")
 pytestmark = [
