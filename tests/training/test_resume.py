@@ -38,7 +38,7 @@ save_steps = 3
 
 
 def _interrupt_after(checkpoint: Path, stop: threading.Event) -> threading.Thread:
-    """Send this process SIGINT as soon as ``checkpoint`` is complete."""
+    """Send this process SIGINT (once) as soon as ``checkpoint`` is complete."""
 
     def watch() -> None:
         while not stop.is_set():
@@ -109,7 +109,9 @@ def test_interrupted_training_resumes_from_the_checkpoint(
     )
     assert match, first
     stopped, saved = int(match.group(1)), int(match.group(2))
-    assert saved >= 3 and saved % 3 == 0 and stopped >= saved and stopped < 16
+    # The first Ctrl-C lets the step finish and saves a checkpoint there: nothing is lost.
+    assert 3 <= saved == stopped < 16
+    assert "Stopping after this step and saving a checkpoint" in first
     assert "Run the same command again to resume" in first and "Traceback" not in first
     assert cached_after_first == {"tiny-base"}  # nothing installed by the interrupted run
 

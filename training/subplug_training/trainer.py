@@ -17,6 +17,9 @@ import contextlib
 import json
 import re
 import shutil
+import signal
+import sys
+import threading
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -488,6 +491,7 @@ def _run_training(options: TrainOptions, *, console: Any, callbacks: Sequence[An
         f"of {counts.total:,} parameters ({100 * counts.share:.2f} %)",
     )
 
+    stopper = GracefulStop()
     sources = {result.source.name: result.source for result in results}
     collator = Collator(processor, masking=options.recipe.data.masking, feature_dtype=dtype)
     progress = RichTrainingProgress(console) if console is not None else None
@@ -497,7 +501,7 @@ def _run_training(options: TrainOptions, *, console: Any, callbacks: Sequence[An
         train_dataset=SampleDataset(plan.train, sources),
         eval_dataset=SampleDataset(plan.test, sources) if plan.test else None,
         data_collator=collator,
-        callbacks=[*([progress] if progress else []), *callbacks],
+        callbacks=[*([progress] if progress else []), stopper.callback(), *callbacks],
     )
     if progress is not None:
         from transformers import PrinterCallback
@@ -510,7 +514,10 @@ def _run_training(options: TrainOptions, *, console: Any, callbacks: Sequence[An
     if checkpoint is not None:
         _say(console, "Resuming from {} in {}.", checkpoint.name, run_dir)
     try:
-        output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        with stopper.on_ctrl_c():
+            output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        if stopper.requested and trainer.state.global_step < trainer.state.max_steps:
+            raise KeyboardInterrupt
     except KeyboardInterrupt:
         if progress is not None:
             progress.close()
@@ -550,6 +557,60 @@ def _run_training(options: TrainOptions, *, console: Any, callbacks: Sequence[An
         total_params=counts.total,
         samples={"train": len(plan.train), "test": len(plan.test)},
     )
+
+
+class GracefulStop:
+    """Ctrl-C during training: the first one lets the current step finish, saves a
+    checkpoint there and stops (nothing is lost); a second one stops at once.
+
+    Only a flag is set from the signal handler, so the request cannot be lost wherever
+    the main thread happens to be (a KeyboardInterrupt raised inside a finaliser is
+    swallowed by Python)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def callback(self) -> Any:
+        from transformers import TrainerCallback
+
+        stop = self
+
+        class _StopAfterStep(TrainerCallback):  # type: ignore[misc]
+            def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+                if stop.requested:
+                    control.should_save = True
+                    control.should_training_stop = True
+                return control
+
+        return _StopAfterStep()
+
+    @contextlib.contextmanager
+    def on_ctrl_c(self) -> Iterator[None]:
+        """Handle SIGINT as above while training (main thread only; a SIGINT set to be
+        ignored, as for a job started in the background, stays ignored)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.getsignal(signal.SIGINT)
+        if previous == signal.SIG_IGN:
+            yield
+            return
+
+        def handler(signum: int, frame: Any) -> None:
+            if self.requested:
+                raise KeyboardInterrupt
+            self.requested = True
+            sys.stderr.write(
+                "\nStopping after this step and saving a checkpoint (Ctrl-C again to stop "
+                "at once)...\n"
+            )
+            sys.stderr.flush()
+
+        signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
 
 def save_adapter(
