@@ -61,41 +61,64 @@ class Commands:
 # ----------------------------------------------------------------------- parser
 
 
-def _csv(value: str) -> tuple[str, ...]:
+def parse_csv(value: str) -> tuple[str, ...]:
+    """An argparse ``type``: ``"en, mn"`` → ``("en", "mn")`` (empty parts dropped)."""
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
-def _setup_generate(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("media", nargs="+", type=Path, metavar="MEDIA", help="audio or video files")
+def add_engine_arguments(
+    parser: argparse._ActionsContainer,
+    *,
+    detects: str = "",
+    targets: bool = True,
+    formats: bool = False,
+    model_default: str = "the backend's",
+    source_default: str = "auto",
+    backend_default: str = "gemma3n",
+) -> None:
+    """Add the options of a command that runs the engine, in this order: ``--source``,
+    ``--targets`` (when ``targets``), ``--format`` (when ``formats``; dest ``formats``),
+    ``--model``, ``--backend`` and ``--device``.
+
+    ``detects`` says what auto-detection works on, for the ``--source`` help ("per
+    chunk"); ``model_default`` names the model used when ``--model`` is left out, in
+    its help. ``parser`` may be an argument group.
+    """
+    detects_help = f"auto detects it {detects}" if detects else "auto detects it"
     parser.add_argument(
         "--source",
-        default="auto",
+        default=source_default,
         choices=["auto", "en", "mn"],
-        help="spoken language; auto detects it per chunk (default: auto)",
+        help=f"spoken language; {detects_help} (default: {source_default})",
     )
-    parser.add_argument(
-        "--targets",
-        default="en,mn",
-        type=_csv,
-        metavar="LANGS",
-        help="subtitle languages, comma-separated (default: en,mn)",
-    )
-    parser.add_argument(
-        "--format",
-        dest="formats",
-        default="ass,srt",
-        type=_csv,
-        metavar="FORMATS",
-        help="ass (bilingual), srt, vtt; comma-separated (default: ass,srt)",
-    )
+    if targets:
+        parser.add_argument(
+            "--targets",
+            default="en,mn",
+            type=parse_csv,
+            metavar="LANGS",
+            help="subtitle languages, comma-separated (default: en,mn)",
+        )
+    if formats:
+        parser.add_argument(
+            "--format",
+            dest="formats",
+            default="ass,srt",
+            type=parse_csv,
+            metavar="FORMATS",
+            help="ass (bilingual), srt, vtt; comma-separated (default: ass,srt)",
+        )
     parser.add_argument(
         "--model",
         default=None,
         metavar="NAME|PATH",
-        help="model cache name or folder (default: gemma3n-en-mn)",
+        help=f"model cache name or folder (default: {model_default})",
     )
     parser.add_argument(
-        "--backend", default="gemma3n", metavar="NAME", help="model backend (default: gemma3n)"
+        "--backend",
+        default=backend_default,
+        metavar="NAME",
+        help=f"model backend (default: {backend_default})",
     )
     parser.add_argument(
         "--device",
@@ -103,6 +126,22 @@ def _setup_generate(parser: argparse.ArgumentParser) -> None:
         metavar="DEVICE",
         help="auto, cuda, cuda:N, mps or cpu (default: auto)",
     )
+
+
+def add_bottom_argument(parser: argparse._ActionsContainer, *, where: str = "") -> None:
+    """Add ``--bottom``, the language shown at the bottom of bilingual subtitles;
+    ``where`` ends its help's first part (" in the .ass")."""
+    parser.add_argument(
+        "--bottom",
+        choices=["en", "mn"],
+        default="mn",
+        help=f"language shown at the bottom{where} (default: mn)",
+    )
+
+
+def _setup_generate(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("media", nargs="+", type=Path, metavar="MEDIA", help="audio or video files")
+    add_engine_arguments(parser, detects="per chunk", formats=True, model_default="gemma3n-en-mn")
     parser.add_argument(
         "--dtype",
         default="auto",
@@ -141,12 +180,7 @@ def _setup_generate(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="audio stream to use, counting audio streams from 0",
     )
-    parser.add_argument(
-        "--bottom",
-        choices=["en", "mn"],
-        default="mn",
-        help="language shown at the bottom in the .ass (default: mn)",
-    )
+    add_bottom_argument(parser, where=" in the .ass")
     parser.add_argument(
         "--max-chars",
         type=int,

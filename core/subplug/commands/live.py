@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from subplug.cli import add_engine_arguments
 from subplug.live import LiveOptions
 
 _DEFAULTS = LiveOptions()
@@ -43,29 +44,12 @@ def setup(parser: argparse.ArgumentParser) -> None:
         help=f"interleaved channels, averaged to mono (default: {_DEFAULTS.channels})",
     )
     model = parser.add_argument_group("model")
-    model.add_argument(
-        "--source",
-        default=_DEFAULTS.source,
-        choices=["auto", "en", "mn"],
-        help="spoken language; auto detects it per utterance (default: auto)",
-    )
-    model.add_argument(
-        "--model",
-        default=None,
-        metavar="NAME|PATH",
-        help="model cache name or folder (default: the backend's)",
-    )
-    model.add_argument(
-        "--backend",
-        default=_DEFAULTS.backend,
-        metavar="NAME",
-        help=f"model backend (default: {_DEFAULTS.backend})",
-    )
-    model.add_argument(
-        "--device",
-        default="auto",
-        metavar="DEVICE",
-        help="auto, cuda, cuda:N, mps or cpu (default: auto)",
+    add_engine_arguments(
+        model,
+        detects="per utterance",
+        targets=False,
+        source_default=_DEFAULTS.source,
+        backend_default=_DEFAULTS.backend,
     )
     model.add_argument(
         "--dtype",

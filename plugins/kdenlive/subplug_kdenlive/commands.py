@@ -10,48 +10,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from subplug.cli import add_bottom_argument, add_engine_arguments
 from subplug.errors import SubplugError
 
 
-def _csv(value: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in value.split(",") if part.strip())
-
-
 def _engine_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--source",
-        default="auto",
-        choices=["auto", "en", "mn"],
-        help="spoken language; auto detects it (default: auto)",
-    )
-    parser.add_argument(
-        "--targets",
-        default="en,mn",
-        type=_csv,
-        metavar="LANGS",
-        help="subtitle languages, comma-separated (default: en,mn)",
-    )
-    parser.add_argument(
-        "--model",
-        default=None,
-        metavar="NAME|PATH",
-        help="model cache name or folder (default: the backend's)",
-    )
-    parser.add_argument(
-        "--backend", default="gemma3n", metavar="NAME", help="model backend (default: gemma3n)"
-    )
-    parser.add_argument(
-        "--device",
-        default="auto",
-        metavar="DEVICE",
-        help="auto, cuda, cuda:N, mps or cpu (default: auto)",
-    )
-    parser.add_argument(
-        "--bottom",
-        choices=["en", "mn"],
-        default="mn",
-        help="language shown at the bottom (default: mn)",
-    )
+    add_engine_arguments(parser)
+    add_bottom_argument(parser)
 
 
 def setup(parser: argparse.ArgumentParser) -> None:
