@@ -41,6 +41,7 @@ import filelock
 
 from subplug import __version__
 from subplug.errors import SubplugError
+from subplug.formats import replace_atomic
 
 ModelKind = Literal["full", "adapter"]
 Stage = Literal["download", "copy", "extract", "export", "hash", "wait"]
@@ -1469,7 +1470,7 @@ def _make_partial(path: Path) -> None:
 
 
 def _write_manifest(folder: Path, manifest: Manifest) -> None:
-    _atomic_write(folder / MANIFEST_NAME, _manifest_bytes(manifest))
+    replace_atomic(folder / MANIFEST_NAME, _manifest_bytes(manifest))
 
 
 def _manifest_bytes(manifest: Manifest) -> bytes:
@@ -1477,7 +1478,7 @@ def _manifest_bytes(manifest: Manifest) -> bytes:
 
 
 def _write_marker(folder: Path, data: Mapping[str, Any]) -> None:
-    _atomic_write(folder / _PARTIAL_MARKER, json.dumps(dict(data), indent=2).encode())
+    replace_atomic(folder / _PARTIAL_MARKER, json.dumps(dict(data), indent=2).encode())
 
 
 def _read_marker(folder: Path) -> dict[str, Any]:
@@ -1486,20 +1487,6 @@ def _read_marker(folder: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with suppress(OSError):
-            tmp.unlink()
-        raise
 
 
 # --------------------------------------------------------------------------- copy / hash

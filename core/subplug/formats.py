@@ -12,6 +12,7 @@
   target folder and ``os.replace``. Every target is checked before anything is written;
   an existing file is only replaced with ``overwrite``, and then it is kept as
   ``NAME.ext.bak`` (``.bak.1``, ``.bak.2`` … when that exists too).
+* :func:`replace_atomic` swaps in a file subplug owns, without checks or backup.
 """
 
 from __future__ import annotations
@@ -315,3 +316,25 @@ def _commit(temp: Path, path: Path, *, overwrite: bool) -> None:
 def write_atomic(path: Path, text: str, *, overwrite: bool) -> Path:
     """Write one file the way :func:`write_files` does; returns its path."""
     return write_files([(Path(path), text)], overwrite=overwrite)[0]
+
+
+def replace_atomic(path: Path, data: bytes) -> None:
+    """Put ``data`` in ``path`` at once: a temporary file beside it, flushed to disk,
+    then one ``os.replace``.
+
+    Unlike :func:`write_files` there is no check and no backup: this is for files
+    subplug owns (cache manifests, the files it installs into host programs). The
+    folder must exist. An ``OSError`` is raised as it is, once the temporary file is
+    removed.
+    """
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temp, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        raise

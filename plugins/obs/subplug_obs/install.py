@@ -29,6 +29,7 @@ from pathlib import Path
 
 from subplug import __version__
 from subplug.errors import SubplugError
+from subplug.formats import replace_atomic
 
 SCRIPT_NAME = "subplug_obs_filter.py"
 CONFIG_NAME = "subplug_obs.json"
@@ -144,16 +145,6 @@ def installed(folder: Path | None = None) -> Installed:
     )
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8", newline="\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _ours(path: Path) -> bool:
     """Whether ``path`` is a file subplug wrote (so it may be replaced without a backup)."""
     try:
@@ -182,7 +173,8 @@ def install_files(folder: Path, command: Sequence[str] | None = None) -> list[Pa
         try:
             if path.exists() and not _ours(path):
                 os.replace(path, path.with_name(path.name + ".bak"))
-            _write_atomic(path, text)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            replace_atomic(path, text.encode("utf-8"))
         except OSError as exc:
             raise SubplugError(
                 "obs-install-failed",

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from subplug import __version__
 from subplug.errors import SubplugError
+from subplug.formats import replace_atomic
 
 #: (folder under lua/, file name) of every file subplug ships for VLC.
 LUA_FILES: tuple[tuple[str, str], ...] = (
@@ -140,16 +141,6 @@ def configured_command(lua_dir: Path) -> list[str] | None:
     return [str(part) for part in value] if isinstance(value, list) else None
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8", newline="\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 @dataclass(frozen=True)
 class InstalledFile:
     """One of subplug's files in the VLC folder, as found on disk."""
@@ -211,7 +202,8 @@ def install_files(
                 path.read_text(encoding="utf-8", errors="replace")
             ):
                 os.replace(path, path.with_name(path.name + ".bak"))
-            _write_atomic(path, text)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            replace_atomic(path, text.encode("utf-8"))
         except OSError as exc:
             raise SubplugError(
                 "vlc-install-failed",
