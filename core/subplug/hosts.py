@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
+from pathlib import Path
 
 from subplug import plugins
 from subplug.errors import SubplugError
+from subplug.formats import replace_atomic
 
 
 def run_host_action(action: str, host: str, *, as_json: bool = False) -> int:
@@ -35,3 +39,32 @@ def run_host_action(action: str, host: str, *, as_json: bool = False) -> int:
     if status.message:
         console.print(f"  {status.message}")
     return 0
+
+
+def write_host_files(
+    texts: Sequence[tuple[Path, str]],
+    *,
+    ours: Callable[[Path], bool],
+    reference: str,
+    hint: str,
+) -> list[Path]:
+    """Write each ``(path, text)`` a host adapter installs (UTF-8, missing folders
+    created, each file replaced at once); return the paths.
+
+    A file already at a path that ``ours`` does not recognise as subplug's is first
+    kept as ``NAME.bak``. An ``OSError`` (``ours`` included) ends the install with
+    ``SubplugError(reference, "Cannot write PATH: …", hint)``.
+    """
+    written = []
+    for path, text in texts:
+        try:
+            if path.exists() and not ours(path):
+                os.replace(path, path.with_name(path.name + ".bak"))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            replace_atomic(path, text.encode("utf-8"))
+        except OSError as exc:
+            raise SubplugError(
+                reference, f"Cannot write {path}: {exc.strerror or exc}.", hint
+            ) from exc
+        written.append(path)
+    return written

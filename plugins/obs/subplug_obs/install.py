@@ -28,8 +28,7 @@ from importlib import resources
 from pathlib import Path
 
 from subplug import __version__
-from subplug.errors import SubplugError
-from subplug.formats import replace_atomic
+from subplug.hosts import write_host_files
 
 SCRIPT_NAME = "subplug_obs_filter.py"
 CONFIG_NAME = "subplug_obs.json"
@@ -168,22 +167,12 @@ def install_files(folder: Path, command: Sequence[str] | None = None) -> list[Pa
         (folder / SCRIPT_NAME, packaged_script()),
         (folder / CONFIG_NAME, render_config(command or subplug_command())),
     ]
-    written = []
-    for path, text in texts:
-        try:
-            if path.exists() and not _ours(path):
-                os.replace(path, path.with_name(path.name + ".bak"))
-            path.parent.mkdir(parents=True, exist_ok=True)
-            replace_atomic(path, text.encode("utf-8"))
-        except OSError as exc:
-            raise SubplugError(
-                "obs-install-failed",
-                f"Cannot write {path}: {exc.strerror or exc}.",
-                "Check the folder's permissions, or set SUBPLUG_OBS_SCRIPT_DIR to a "
-                "writable folder.",
-            ) from exc
-        written.append(path)
-    return written
+    return write_host_files(
+        texts,
+        ours=_ours,
+        reference="obs-install-failed",
+        hint="Check the folder's permissions, or set SUBPLUG_OBS_SCRIPT_DIR to a writable folder.",
+    )
 
 
 def remove_files(folder: Path) -> list[Path]:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from subplug import __version__
 from subplug.errors import SubplugError
-from subplug.formats import replace_atomic
+from subplug.hosts import write_host_files
 
 #: (folder under lua/, file name) of every file subplug ships for VLC.
 LUA_FILES: tuple[tuple[str, str], ...] = (
@@ -192,26 +192,21 @@ def install_files(
     A file of the same name that is not subplug's is kept as ``NAME.bak``.
     Returns the paths written.
     """
-    written = []
     texts = [(lua_dir / folder / name, shipped_text(folder, name)) for folder, name in LUA_FILES]
     config_path = lua_dir / CONFIG_FILE[0] / CONFIG_FILE[1]
     texts.append((config_path, render_config(command or subplug_command(), env, extra_args)))
-    for path, text in texts:
-        try:
-            if path.exists() and not STAMP.search(
-                path.read_text(encoding="utf-8", errors="replace")
-            ):
-                os.replace(path, path.with_name(path.name + ".bak"))
-            path.parent.mkdir(parents=True, exist_ok=True)
-            replace_atomic(path, text.encode("utf-8"))
-        except OSError as exc:
-            raise SubplugError(
-                "vlc-install-failed",
-                f"Cannot write {path}: {exc.strerror or exc}.",
-                "Check the folder's permissions, or set SUBPLUG_VLC_LUA_DIR to VLC's Lua folder.",
-            ) from exc
-        written.append(path)
-    return written
+    return write_host_files(
+        texts,
+        ours=_stamped,
+        reference="vlc-install-failed",
+        hint="Check the folder's permissions, or set SUBPLUG_VLC_LUA_DIR to VLC's Lua folder.",
+    )
+
+
+def _stamped(path: Path) -> bool:
+    """Whether ``path`` carries subplug's version stamp (so it may be replaced without a
+    backup); a file that cannot be read raises ``OSError``."""
+    return STAMP.search(path.read_text(encoding="utf-8", errors="replace")) is not None
 
 
 def remove_files(lua_dir: Path) -> list[Path]:
