@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from subplug.backends.gemma3n import render_prompt
 
 from subplug_training.recipe import MASKING_MODES
 
@@ -86,17 +87,10 @@ class Collator:
 
     def prompt(self, instruction: str) -> str:
         """The chat-template text of one audio clip plus ``instruction``, with the
-        generation prompt (identical to the engine's rendering)."""
+        generation prompt: the engine's own rendering
+        (:func:`subplug.backends.gemma3n.render_prompt`)."""
         if instruction not in self._prompts:
-            messages = [
-                {
-                    "role": "user",
-                    "content": [{"type": "audio"}, {"type": "text", "text": instruction}],
-                }
-            ]
-            self._prompts[instruction] = self.processor.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=True
-            )
+            self._prompts[instruction] = render_prompt(self.processor, instruction)
         return self._prompts[instruction]
 
     def answer_ids(self, target: str) -> list[int]:

@@ -319,6 +319,23 @@ def token_loop_at_end(
 # ------------------------------------------------------------------------ backend
 
 
+def render_prompt(processor: Any, instruction: str) -> str:
+    """The chat-template rendering of one audio clip plus ``instruction``, with the
+    generation prompt: one user turn holding one audio placeholder (which the processor
+    expands to the soft tokens) and then the instruction text.
+
+    Inference and training (``subplug_training.collator``) both render prompts here, so
+    a model is trained on exactly the prompts ``subplug generate`` sends.
+    """
+    messages = [
+        {
+            "role": "user",
+            "content": [{"type": "audio"}, {"type": "text", "text": instruction}],
+        }
+    ]
+    return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
 @dataclass(frozen=True)
 class _Prepared:
     """One request, tokenised and turned into mel features (not yet batched)."""
@@ -482,18 +499,9 @@ class Gemma3nBackend:
         self.batch_size = batch_size
 
     def prompt(self, instruction: str) -> str:
-        """The chat-template rendering of one audio clip plus ``instruction`` (with one
-        audio placeholder, which the processor expands to the soft tokens)."""
+        """:func:`render_prompt` for this model's processor (kept per instruction)."""
         if instruction not in self._prompts:
-            messages = [
-                {
-                    "role": "user",
-                    "content": [{"type": "audio"}, {"type": "text", "text": instruction}],
-                }
-            ]
-            self._prompts[instruction] = self.processor.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=True
-            )
+            self._prompts[instruction] = render_prompt(self.processor, instruction)
         return self._prompts[instruction]
 
     def prepare(self, request: BackendRequest) -> _Prepared:
