@@ -27,6 +27,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from subplug.prompts import INSTRUCTIONS
+
 #: Gemma 3n's chat template (as shipped with the instruction-tuned checkpoints).
 CHAT_TEMPLATE = """{{ bos_token }}
 {%- if messages[0]['role'] == 'system' -%}
@@ -75,15 +77,7 @@ CHAT_TEMPLATE = """{{ bos_token }}
 #: Text the tokenizer is trained on: the instructions, the answer format, and everyday
 #: English and Mongolian (Cyrillic) sentences.
 CORPUS = (
-    "Transcribe this audio.",
-    "Transcribe this audio into Mongolian.",
-    "Transcribe this English audio into Mongolian.",
-    "Transcribe this audio into English.",
-    "Transcribe this Mongolian audio into English.",
-    "Translate this audio into Mongolian.",
-    "Translate this audio into English.",
-    "Transcribe this audio into English, and then translate it into Mongolian.",
-    "Transcribe this audio into Mongolian, and then translate it into English.",
+    *INSTRUCTIONS,
     "### English\n\nHello world.\n\n---\n\n### Mongolian\n\nСайн байна уу, дэлхий.",
     "### Mongolian\n\nБаярлалаа.\n\n---\n\n### English\n\nThank you.",
     "Hello world. How are you today? I am fine, thank you.",
