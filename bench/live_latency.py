@@ -47,7 +47,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,6 +127,24 @@ class Run:
     """How far the feeder itself ever fell behind its schedule (should be ~0)."""
 
 
+def feed(run: Run, stream: Stream, write: Callable[[bytes], object]) -> None:
+    """Write ``stream`` with ``write`` as interleaved float PCM at the pace of a live
+    source: block ``n`` (``BLOCK`` seconds) is due ``n * BLOCK`` seconds after
+    ``run.started`` (set here); how late the feeder ever was goes to
+    ``run.feed_behind_max``."""
+    step = int(BLOCK * RATE)
+    run.started = time.monotonic()
+    for index, first in enumerate(range(0, len(stream.samples), step)):
+        due = run.started + index * BLOCK
+        wait = due - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        else:
+            run.feed_behind_max = max(run.feed_behind_max, -wait)
+        mono = stream.samples[first : first + step]
+        write(np.repeat(mono[:, None], CHANNELS, axis=1).astype("<f4").tobytes())
+
+
 def run_engine(label: str, command: list[str], env: dict[str, str], stream: Stream) -> Run:
     """Start the engine, wait until it is ready, feed ``stream`` in real time, close
     its input, and collect every event until it exits."""
@@ -158,18 +176,7 @@ def run_engine(label: str, command: list[str], env: dict[str, str], stream: Stre
     run.load_seconds = time.monotonic() - began
     if proc.poll() is not None or not any(e["event"] == "ready" for _, e in run.events):
         raise SystemExit(f"{label}: the engine did not start: {run.events}")
-    step = int(BLOCK * RATE)
-    run.started = time.monotonic()
-    for index, first in enumerate(range(0, len(stream.samples), step)):
-        due = run.started + index * BLOCK
-        wait = due - time.monotonic()
-        if wait > 0:
-            time.sleep(wait)
-        else:
-            run.feed_behind_max = max(run.feed_behind_max, -wait)
-        mono = stream.samples[first : first + step]
-        block = np.repeat(mono[:, None], CHANNELS, axis=1).astype("<f4").tobytes()
-        proc.stdin.write(block)
+    feed(run, stream, proc.stdin.write)
     proc.stdin.close()
     proc.wait()
     reader.join()
@@ -214,18 +221,8 @@ def run_in_process(label: str, options: Any, backend: Any, stream: Stream) -> Ru
             raise SystemExit(f"{label}: the engine did not start: {run.events}")
         time.sleep(0.05)
     run.load_seconds = time.monotonic() - began
-    step = int(BLOCK * RATE)
-    run.started = time.monotonic()
     with os.fdopen(write_fd, "wb", buffering=0) as pipe:
-        for index, first in enumerate(range(0, len(stream.samples), step)):
-            due = run.started + index * BLOCK
-            wait = due - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
-            else:
-                run.feed_behind_max = max(run.feed_behind_max, -wait)
-            mono = stream.samples[first : first + step]
-            pipe.write(np.repeat(mono[:, None], CHANNELS, axis=1).astype("<f4").tobytes())
+        feed(run, stream, pipe.write)
     engine.join()
     return run
 
