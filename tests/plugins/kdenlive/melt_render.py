@@ -18,10 +18,9 @@ import numpy as np
 THRESHOLD = 24
 
 
-def render_frames(project: Path, last: int, size: tuple[int, int]) -> np.ndarray:
-    """Frames ``0..last`` of ``project`` at ``size`` (width, height) as ``(n, h, w, 3)``."""
-    width, height = size
-    out = project.with_name(project.name + ".frames.rgb")
+def _melt(project: Path, last: int, out: Path, *consumer: str) -> None:
+    """Render frames ``0..last`` of ``project`` with melt's avformat consumer into
+    ``out``, with the ``consumer`` properties (and ``real_time=-1``)."""
     command = [
         "melt",
         f"xml:{project}",
@@ -29,16 +28,28 @@ def render_frames(project: Path, last: int, size: tuple[int, int]) -> np.ndarray
         f"out={last}",
         "-consumer",
         f"avformat:{out}",
+        *consumer,
+        "real_time=-1",
+    ]
+    done = subprocess.run(command, capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr.decode("utf-8", "replace")[-2000:]
+
+
+def render_frames(project: Path, last: int, size: tuple[int, int]) -> np.ndarray:
+    """Frames ``0..last`` of ``project`` at ``size`` (width, height) as ``(n, h, w, 3)``."""
+    width, height = size
+    out = project.with_name(project.name + ".frames.rgb")
+    _melt(
+        project,
+        last,
+        out,
         "f=rawvideo",
         "vcodec=rawvideo",
         "pix_fmt=rgb24",
         f"width={width}",
         f"height={height}",
         "an=1",
-        "real_time=-1",
-    ]
-    done = subprocess.run(command, capture_output=True, timeout=300)
-    assert done.returncode == 0, done.stderr.decode("utf-8", "replace")[-2000:]
+    )
     frames = np.fromfile(out, dtype=np.uint8)
     out.unlink()
     frames = frames.reshape(-1, height, width, 3)
@@ -49,21 +60,7 @@ def render_frames(project: Path, last: int, size: tuple[int, int]) -> np.ndarray
 def render_audio(project: Path, last: int) -> np.ndarray:
     """The sound of frames ``0..last`` of ``project`` as 16-bit samples (48 kHz stereo)."""
     out = project.with_name(project.name + ".sound.wav")
-    command = [
-        "melt",
-        f"xml:{project}",
-        "in=0",
-        f"out={last}",
-        "-consumer",
-        f"avformat:{out}",
-        "video_off=1",
-        "ar=48000",
-        "ac=2",
-        "acodec=pcm_s16le",
-        "real_time=-1",
-    ]
-    done = subprocess.run(command, capture_output=True, timeout=300)
-    assert done.returncode == 0, done.stderr.decode("utf-8", "replace")[-2000:]
+    _melt(project, last, out, "video_off=1", "ar=48000", "ac=2", "acodec=pcm_s16le")
     samples = read_wav(out)
     out.unlink()
     return samples
