@@ -78,6 +78,7 @@ def run_checks(checks: list[DoctorCheck] | None = None) -> Report:
 
 def render(report: Report, console: Any) -> None:
     """A rich table of outcomes, hints under the row they belong to."""
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
@@ -86,9 +87,10 @@ def render(report: Report, console: Any) -> None:
     table.add_column("result", overflow="fold")
     for outcome in report.outcomes:
         result = outcome.result
-        table.add_row(outcome.name, STYLE[result.status], result.summary)
+        # Summaries and hints are plain text: brackets (subplug[train], paths) are not markup.
+        table.add_row(escape(outcome.name), STYLE[result.status], escape(result.summary))
         if result.hint and result.status is not CheckStatus.OK:
-            table.add_row("", "", f"[dim]hint:[/] {result.hint}")
+            table.add_row("", "", f"[dim]hint:[/] {escape(result.hint)}")
     console.print(table)
 
 

@@ -17,8 +17,10 @@ import pytest
 from subplug import JSONL_VERSION
 from subplug.cli import main
 from subplug.errors import SubplugError
+from subplug.hookspecs import hookimpl
 from subplug.testing import FakeBackendPlugin
 from subplug.testing.media import SpeechClip, make_media, silence, speech_clip, video_only
+from subplug.types import CheckResult, CheckStatus, DoctorCheck
 
 needs_espeak = pytest.mark.skipif(
     shutil.which("espeak-ng") is None, reason="espeak-ng not installed (apt install espeak-ng)"
@@ -406,6 +408,30 @@ def test_sigterm_stops_like_ctrl_c(clip: Path, tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------ doctor
+
+
+class _BracketCheck:
+    """A doctor check whose words hold square brackets, as pip extras and paths do."""
+
+    @hookimpl
+    def subplug_doctor_checks(self, register) -> None:  # type: ignore[no-untyped-def]
+        def run() -> CheckResult:
+            return CheckResult(
+                CheckStatus.WARN, "extras [train] missing in /tmp/[a]", 'pip install "x[train]"'
+            )
+
+        register(DoctorCheck("brackets[1]", run))
+
+
+def test_doctor_table_shows_brackets_as_written(capsys: pytest.CaptureFixture[str]) -> None:
+    from subplug import plugins
+
+    plugins.register(_BracketCheck(), name="bracket-check")
+    main(["doctor"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "brackets[1]" in out
+    assert "extras [train] missing in /tmp/[a]" in out
+    assert 'hint: pip install "x[train]"' in out
 
 
 def test_doctor_json(capsys: pytest.CaptureFixture[str]) -> None:
