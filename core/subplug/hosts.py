@@ -28,16 +28,17 @@ def run_host_action(action: str, host: str, *, as_json: bool = False) -> int:
         print(json.dumps({"host": adapter.name, "action": action, **asdict(status)}))
         return 0
     from rich.console import Console
+    from rich.markup import escape
 
     console = Console(highlight=False, soft_wrap=True)
     mark = "[green]installed[/]" if status.installed else "[yellow]not installed[/]"
-    console.print(f"[bold]{adapter.name}[/]: {mark}")
+    console.print(f"[bold]{escape(adapter.name)}[/]: {mark}")
     if status.location:
-        console.print(f"  location: {status.location}")
+        console.print(f"  location: {escape(status.location)}")
     if status.version:
-        console.print(f"  version:  {status.version}")
+        console.print(f"  version:  {escape(status.version)}")
     if status.message:
-        console.print(f"  {status.message}")
+        console.print(f"  {escape(status.message)}")
     return 0
 
 

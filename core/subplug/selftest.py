@@ -107,6 +107,7 @@ def run_self_test(work: Path, console: Any = None) -> list[Step]:
 
 def _run_steps(work: Path, console: Any, steps: list[Step], current: list[str]) -> list[Step]:
     import pysubs2
+    from rich.markup import escape
 
     from subplug import plugins
     from subplug.engine import Engine
@@ -115,7 +116,7 @@ def _run_steps(work: Path, console: Any, steps: list[Step], current: list[str]) 
     def record(name: str, seconds: float, result: str) -> None:
         steps.append(Step(name, seconds, result))
         if console is not None:
-            console.print(f"  [green]✓[/] {name:<16} {seconds:6.2f} s  {result}")
+            console.print(f"  [green]✓[/] {name:<16} {seconds:6.2f} s  {escape(result)}")
 
     started = time.perf_counter()
     import torch

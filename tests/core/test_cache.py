@@ -998,3 +998,21 @@ def test_cli_pull_offline_names_models_import(
     assert err.value.reference == "model-download-failed"
     assert "subplug models import PATH" in (err.value.hint or "")
     assert complete_names() == []
+
+
+def test_models_commands_print_paths_with_brackets_as_they_are(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from subplug.cli import main
+
+    home = tmp_path / "home [usb]"
+    monkeypatch.setenv("SUBPLUG_HOME", str(home))
+    src = make_full(tmp_path / "model [v2]")
+    assert main(["models", "import", str(src), "--name", "m2"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"in {home / 'models' / 'm2'}" in out
+    stick = tmp_path / "stick [a]"
+    stick.mkdir()
+    assert main(["models", "export", "m2", str(stick)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"Wrote {stick / 'm2.tar'}" in out

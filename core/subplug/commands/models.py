@@ -15,6 +15,7 @@ from contextlib import contextmanager
 
 from rich.console import Console
 from rich.filesize import decimal as human_size
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -116,13 +117,13 @@ def _pull(args: argparse.Namespace) -> int:
     before = _find(name)
     if before is not None and before.complete and not args.force:
         out.print(
-            f"[green]✓[/] {name} is already in the cache ({_describe(before)}). "
+            f"[green]✓[/] {escape(name)} is already in the cache ({escape(_describe(before))}). "
             "Use --force to download it again."
         )
         return 0
     with _bars() as report:
         entry = cache.pull(name, force=args.force, revision=args.revision, progress=report)
-    out.print(f"[green]✓[/] {entry.name} is ready: {_describe(entry)}")
+    out.print(f"[green]✓[/] {escape(entry.name)} is ready: {escape(_describe(entry))}")
     return 0
 
 
@@ -131,7 +132,7 @@ def _import(args: argparse.Namespace) -> int:
         entry = cache.import_model(
             args.path, name=args.name, base=args.base, force=args.force, progress=report
         )
-    _stdout().print(f"[green]✓[/] Imported {entry.name}: {_describe(entry)}")
+    _stdout().print(f"[green]✓[/] Imported {escape(entry.name)}: {escape(_describe(entry))}")
     return 0
 
 
@@ -141,8 +142,8 @@ def _export(args: argparse.Namespace) -> int:
             args.name, args.dest, with_base=args.with_base, force=args.force, progress=report
         )
     out = _stdout()
-    out.print(f"[green]✓[/] Wrote {path} ({human_size(path.stat().st_size)}).")
-    out.print(f"On the other machine run: subplug models import {path.name}")
+    out.print(f"[green]✓[/] Wrote {escape(str(path))} ({human_size(path.stat().st_size)}).")
+    out.print(f"On the other machine run: subplug models import {escape(path.name)}")
     return 0
 
 
@@ -196,7 +197,7 @@ def _verify(args: argparse.Namespace) -> int:
         return 1 if bad else 0
     out = _stdout()
     if not reports:
-        out.print(f"No complete models in {cache.models_dir()} to verify.")
+        out.print(f"No complete models in {escape(str(cache.models_dir()))} to verify.")
         return 0
     table = Table(title="Model check (sha256 of every file)", title_justify="left")
     for column in ("Name", "Files", "Size", "Result"):
@@ -207,9 +208,9 @@ def _verify(args: argparse.Namespace) -> int:
     for r in bad:
         for label, paths in (("missing", r.missing), ("changed", r.changed), ("extra", r.extra)):
             for rel in paths:
-                out.print(f"  {r.name}: {label}: {rel}")
+                out.print(f"  {escape(r.name)}: {label}: {escape(str(rel))}")
     if bad:
-        names_bad = " ".join(r.name for r in bad)
+        names_bad = escape(" ".join(r.name for r in bad))
         out.print(
             f"[red]Damaged: {names_bad}.[/] Re-import (`subplug models import PATH --force`) "
             "or re-download (`subplug models pull NAME --force`)."
@@ -220,7 +221,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _rm(args: argparse.Namespace) -> int:
     freed = cache.remove(args.name, force=args.force)
-    _stdout().print(f"[green]✓[/] Removed {args.name} (freed {human_size(freed)}).")
+    _stdout().print(f"[green]✓[/] Removed {escape(args.name)} (freed {human_size(freed)}).")
     return 0
 
 
@@ -250,7 +251,8 @@ def _bars() -> Iterator[ProgressCallback]:
 
         def report(event: CacheProgress) -> None:
             if event.stage == "wait":
-                console.print(f"Waiting for another subplug process working on {event.model}…")
+                model = escape(event.model)
+                console.print(f"Waiting for another subplug process working on {model}…")
                 return
             key = (event.model, event.stage)
             if key not in tasks:

@@ -98,6 +98,7 @@ def _generate_options(args: argparse.Namespace) -> Any:
 
 def _run_apply(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.markup import escape
 
     from subplug_kdenlive.apply import ApplyRequest, apply
     from subplug_kdenlive.project import parse_version
@@ -128,15 +129,16 @@ def _run_apply(args: argparse.Namespace) -> int:
         if sink is not None:
             sink.close()
     for warning in result.warnings:
-        console.print(f"[yellow]warning:[/] {warning}")
-    console.print(f"[green]backed up[/] {result.backup}")
+        console.print(f"[yellow]warning:[/] {escape(str(warning))}")
+    console.print(f"[green]backed up[/] {escape(str(result.backup))}")
     for path in result.replaced:
-        console.print(f"[green]backed up[/] {path}")
+        console.print(f"[green]backed up[/] {escape(str(path))}")
     for path in result.files:
-        console.print(f"[green]wrote[/] {path}")
+        console.print(f"[green]wrote[/] {escape(str(path))}")
     cues = ", ".join(f"{lang}: {count}" for lang, count in result.cues.items())
     console.print(
-        f"[green]updated[/] {result.project} ({result.layout.value} subtitles; cues {cues})"
+        f"[green]updated[/] {escape(str(result.project))} "
+        f"({result.layout.value} subtitles; cues {cues})"
     )
     return 0
 
