@@ -109,8 +109,11 @@ class RichProgress:
 
     def _task(self, media: Path) -> Any:
         if media not in self.tasks:
+            from rich.markup import escape
+
+            # The name is shown through markup ("[bold]…"): brackets in it are text.
             self.tasks[media] = self.progress.add_task(
-                "", total=None, name=_short(media), stage="starting"
+                "", total=None, name=escape(_short(media)), stage="starting"
             )
         return self.tasks[media]
 

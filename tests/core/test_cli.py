@@ -226,6 +226,18 @@ def test_a_path_with_spaces_and_cyrillic(
     assert "Сайн байна уу — clip.en.srt" in capsys.readouterr().err
 
 
+@needs_espeak
+def test_a_name_with_brackets_is_shown_as_it_is(
+    clip: Path, fake_backend: FakeBackendPlugin, capsys: pytest.CaptureFixture[str]
+) -> None:
+    media = clip.with_name("talk [final].mp4")
+    clip.rename(media)
+    assert main(["generate", "--backend", "fake", str(media)]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "talk [final].mp4 done" in err  # the progress bar's line
+    assert "wrote " in err and "talk [final].en.srt" in err
+
+
 def test_silence_is_a_warning_not_an_error(
     tmp_path: Path, fake_backend: FakeBackendPlugin, capsys: pytest.CaptureFixture[str]
 ) -> None:
