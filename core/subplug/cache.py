@@ -139,6 +139,10 @@ class Manifest:
     created: str
     """ISO 8601 UTC time the entry was made."""
     subplug_version: str
+    derived: Mapping[str, Any] | None = field(default=None, hash=False)
+    """For a copy made from another entry (``subplug models optimize``): ``from`` (the
+    entry's name), ``from_contents`` (its contents' fingerprint then), ``quantize``
+    (e.g. ``int8-trim``) and what else the maker recorded (quality figures)."""
 
     @property
     def size(self) -> int:
@@ -157,6 +161,7 @@ class Manifest:
             "revision": self.revision,
             "created": self.created,
             "subplug_version": self.subplug_version,
+            **({"derived": dict(self.derived)} if self.derived is not None else {}),
             "files": {
                 path: {"sha256": r.sha256, "size": r.size, "mtime_ns": r.mtime_ns}
                 for path, r in sorted(self.files.items())
@@ -190,7 +195,9 @@ class Manifest:
         if not isinstance(name, str) or not _NAME_RE.match(name):
             raise ValueError(f"bad model name {name!r}")
         base = data.get("base")
+        derived = data.get("derived")
         return cls(
+            derived=dict(derived) if isinstance(derived, Mapping) else None,
             name=name,
             kind=kind,
             base=base if isinstance(base, str) else None,
@@ -222,6 +229,8 @@ class ModelEntry:
     (removed by the next cache operation); ``invalid``: a folder with no valid manifest."""
     repo_id: str | None = None
     revision: str | None = None
+    derived: Mapping[str, Any] | None = None
+    """:attr:`Manifest.derived` of an entry made from another one."""
 
 
 @dataclass(frozen=True)
@@ -563,6 +572,85 @@ def add_model(
         kind=kind,
         source=source or f"training:{Path(src_dir).absolute()}",
     )
+
+
+def build_model(
+    name: str,
+    build: Callable[[Path], None],
+    *,
+    source: str,
+    derived: Mapping[str, Any] | None = None,
+    force: bool = False,
+    progress: ProgressCallback | None = None,
+) -> ModelEntry:
+    """Make a full model entry ``name`` whose files ``build(folder)`` writes straight
+    into a work folder of the cache (no copy); then every file is hashed into the
+    manifest and the folder renamed into place, as for an import. ``derived`` is
+    recorded in the manifest (:attr:`Manifest.derived`). An interrupted build leaves no
+    entry."""
+    _check_name(name)
+    root = _writable_models_dir()
+    _clean_stale(root)
+    with _name_locks([name], progress):
+        _refuse_existing(root, name, force)
+        partial = root / f"{_PARTIAL_PREFIX}{name}-{os.getpid()}"
+        _make_partial(partial)
+        _write_marker(partial, {"operation": "build", "name": name, "pid": os.getpid()})
+        try:
+            with _write_errors(root, what=f"make {name}"):
+                build(partial)
+            rels = _walk_files(partial)
+            total = sum((partial / rel).stat().st_size for rel in rels)
+            files: dict[str, FileRecord] = {}
+            done = 0
+            for rel in rels:
+                start = done
+
+                def on_bytes(n: int, start: int = start) -> None:
+                    _report(progress, name, "hash", start + n, total)
+
+                path = partial / rel
+                _fsync_file(path)
+                files[rel] = FileRecord(
+                    _hash_file(path, on_bytes), path.stat().st_size, path.stat().st_mtime_ns
+                )
+                done += files[rel].size
+            manifest = Manifest(
+                name=name,
+                kind="full",
+                base=None,
+                files=files,
+                source=source,
+                repo_id=None,
+                revision=None,
+                created=_now(),
+                subplug_version=__version__,
+                derived=dict(derived) if derived is not None else None,
+            )
+            _install(partial, manifest, force=force, root=root)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+    return _entry_for(root / name)
+
+
+def find_derived(source: str, **wanted: Any) -> ResolvedModel | None:
+    """A complete entry made from entry ``source`` whose :attr:`Manifest.derived`
+    matches every ``wanted`` key (e.g. ``quantize="int8-trim"``, ``from_contents=…``),
+    checked like any resolved entry; ``None`` when there is none."""
+    root = models_dir()
+    if not root.is_dir():
+        return None
+    for child in sorted(root.iterdir()):
+        if child.name.startswith(".") or not child.is_dir():
+            continue
+        manifest = _read_manifest(child)
+        derived = manifest.derived if manifest is not None else None
+        if not derived or derived.get("from") != source:
+            continue
+        if all(derived.get(key) == value for key, value in wanted.items()):
+            return _resolve_entry(child.name)
+    return None
 
 
 def export_model(
@@ -1926,6 +2014,7 @@ def _entry_for(folder: Path) -> ModelEntry:
         state="complete",
         repo_id=m.repo_id,
         revision=m.revision,
+        derived=m.derived,
     )
 
 

@@ -7,13 +7,19 @@ facts, so the logic is tested on any machine.
 Device: ``auto`` picks CUDA, then Apple MPS, then the CPU; ``cuda`` / ``cuda:N`` / ``mps``
 that is not there is a :class:`~subplug.errors.SubplugError` with a hint.
 
-Dtype: ``auto`` is bfloat16 on GPUs that support it, float16 on older GPUs and on MPS.
-On the CPU it is what bench/rtf.py measured fastest (docs/performance.md): bfloat16 on
-CPUs that multiply it natively (AVX512-BF16 or AMX), and ``bf16-upcast`` on the others.
-``bf16-upcast`` keeps the weights in bfloat16 (half the memory of float32) and runs large
-matrix products in float32, which AVX2-only CPUs do ~6x faster than bfloat16, while
-one-row products (decoding) stay in bfloat16, where reading half the bytes wins. float32
-is never the CPU default: E2B needs ~21 GiB of RAM in float32 against ~10.5 GiB in bf16.
+Quantisation: ``auto`` stores a model's large matrices as int8 on the CPU (and keeps
+only the vocabulary English and Mongolian need), which bench/rtf.py measured 3-5x faster
+than any float mode there, in half the memory (docs/performance.md); on a GPU it keeps
+the float weights. Small models (the tiny test model) are never quantised by ``auto``:
+there is nothing to gain. See :func:`choose_quantize` and :mod:`subplug.quant`.
+
+Dtype (of an unquantised model; a quantised one computes in float32): ``auto`` is
+bfloat16 on GPUs that support it, float16 on older GPUs and on MPS. On the CPU it is
+bfloat16 on CPUs that multiply it natively (AVX512-BF16 or AMX), and ``bf16-upcast`` on
+the others: bfloat16 weights (half the memory of float32) with every product of two or
+more rows computed in float32, which AVX2-only CPUs do several times faster than
+bfloat16 (one-row products stay bfloat16). float32 is never the CPU default: E2B needs
+~21 GiB of RAM in float32 against ~10.5 GiB in bf16.
 
 Memory: the model's size comes from its config on the meta device (nothing allocated),
 plus an activation budget per batch item; a model that cannot fit is refused before
@@ -30,7 +36,7 @@ import logging
 import os
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -77,6 +83,12 @@ MAX_AUTO_BATCH = {"cuda": 16, "mps": 8, "cpu": 16}
 
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda)(?::(\d+))?$")
 
+#: Accepted ``--quantize`` values, and what they store the large matrices as.
+QUANTIZE_CHOICES = ("auto", "none", "int8", "int4")
+QUANTIZE_BITS = {"int8": 8, "int4": 4}
+#: Accepted ``--vocab`` values.
+VOCAB_CHOICES = ("auto", "full", "en-mn")
+
 
 # ------------------------------------------------------------------ validation
 
@@ -100,6 +112,18 @@ def validate_options(options: BackendOptions) -> None:
         raise SubplugError("bad-batch-size", "The batch size must be at least 1.", None)
     if options.threads is not None and options.threads < 1:
         raise SubplugError("bad-threads", "The thread count must be at least 1.", None)
+    if options.quantize.strip().lower() not in QUANTIZE_CHOICES:
+        raise SubplugError(
+            "bad-quantize",
+            f"Unknown quantisation {options.quantize!r}.",
+            "Use auto, none, int8 or int4 (int8 is the fast default on a CPU).",
+        )
+    if options.vocab.strip().lower() not in VOCAB_CHOICES:
+        raise SubplugError(
+            "bad-vocab",
+            f"Unknown vocabulary setting {options.vocab!r}.",
+            "Use auto, full or en-mn.",
+        )
 
 
 # ---------------------------------------------------------------------- device
@@ -252,6 +276,114 @@ def dtype_bytes(name: str) -> int:
     return 4 if name == "float32" else 2
 
 
+# ----------------------------------------------------------------- quantisation
+
+
+@dataclass(frozen=True)
+class QuantChoice:
+    """What :func:`choose_quantize` decided."""
+
+    bits: int | None
+    """8 or 4 for a quantised model, ``None`` for float weights."""
+    trim_vocab: bool
+    """Keep only the tokens English and Mongolian need."""
+    kernel: str | None
+    """The int8 kernel (``fbgemm``, ``int-mm`` or ``weight-only``; ``None`` unquantised)."""
+
+    @property
+    def name(self) -> str:
+        """``none``, ``int8``, ``int4-trim``…: for logs and file names."""
+        if self.bits is None:
+            return "none"
+        return f"int{self.bits}" + ("-trim" if self.trim_vocab else "")
+
+
+def choose_quantize(
+    spec: str,
+    vocab: str,
+    device: str,
+    *,
+    params: int | None,
+    dtype_spec: str = "auto",
+    kernels: frozenset[str] | None = None,
+) -> QuantChoice:
+    """The quantisation for ``spec`` (``--quantize``) and ``vocab`` (``--vocab``) on
+    ``device``, for a model of ``params`` parameters. Pure when ``kernels`` (the
+    available kernel names, :func:`subplug.quant.kernels.available`) is given.
+
+    ``auto``: int8 on the CPU for models of :data:`SMALL_MODEL_PARAMS` parameters or
+    more whose ``dtype_spec`` is ``auto`` (an explicit ``--dtype`` asks for float
+    weights); no quantisation on GPUs (their float kernels are fast and memory is
+    checked) or without an int8 kernel. Quantised kernels are CPU kernels: int8/int4
+    on a GPU is refused with a hint, as is int4 where torch has no int4 CPU kernel.
+    The vocabulary is trimmed (``auto``) whenever the model is quantised.
+    """
+    name = spec.strip().lower()
+    if name not in QUANTIZE_CHOICES:
+        raise SubplugError(
+            "bad-quantize",
+            f"Unknown quantisation {spec!r}.",
+            "Use auto, none, int8 or int4 (int8 is the fast default on a CPU).",
+        )
+    vocab_name = vocab.strip().lower()
+    if vocab_name not in VOCAB_CHOICES:
+        raise SubplugError(
+            "bad-vocab", f"Unknown vocabulary setting {vocab!r}.", "Use auto, full or en-mn."
+        )
+    kind = device_kind(device)
+    if kernels is None:
+        from subplug.quant.kernels import available
+
+        kernels = available() if kind == "cpu" else frozenset()
+    bits: int | None = None
+    if name == "auto":
+        small = params is not None and params < SMALL_MODEL_PARAMS
+        if (
+            kind == "cpu"
+            and not small
+            and dtype_spec.strip().lower() == "auto"
+            and ("int8" in kernels)
+        ):
+            bits = 8
+    elif name != "none":
+        bits = QUANTIZE_BITS[name]
+        if kind != "cpu":
+            raise SubplugError(
+                "quantize-needs-cpu",
+                f"--quantize {name} runs on the CPU; subplug has no {name} kernels for "
+                f"{kind.upper()}.",
+                "On a GPU use --quantize none (or auto), or run on the CPU with --device cpu.",
+            )
+        if f"int{bits}" not in kernels:
+            raise SubplugError(
+                "quantize-unsupported",
+                f"This torch build has no {name} kernel for this CPU.",
+                "Use --quantize int8"
+                if bits == 4 and "int8" in kernels
+                else "Use --quantize none.",
+            )
+        if dtype_spec.strip().lower() not in ("auto", "float32", "fp32"):
+            raise SubplugError(
+                "bad-dtype",
+                f"--dtype {dtype_spec} is for float weights; with --quantize {name} the "
+                "rest of the model computes in float32.",
+                f"Leave out --dtype, or use --quantize none to run in {dtype_spec}.",
+            )
+    if vocab_name == "en-mn" and bits is None:
+        raise SubplugError(
+            "vocab-needs-quantize",
+            "--vocab en-mn trims a quantised model's vocabulary; this model is not quantised.",
+            "Add --quantize int8, or leave --vocab at auto.",
+        )
+    trim = bits is not None and vocab_name != "full"
+    kernel = None
+    if bits is not None:
+        from subplug.quant.kernels import INT8_KERNEL_ORDER
+
+        kernel = next(k for k in INT8_KERNEL_ORDER if k in kernels)
+    return QuantChoice(bits, trim, kernel)
+
+
 # --------------------------------------------------------------------- threads
 
 
@@ -320,20 +452,60 @@ class MemoryEstimate:
     per_item_bytes: int
     """Activations, KV cache and audio-encoder work space for one batch item."""
     dtype: str
+    quantized: str = "none"
+    """The quantisation the weight bytes were counted for (:attr:`QuantChoice.name`)."""
+
+
+@dataclass(frozen=True)
+class ParamCounts:
+    """Parameters of a model by what quantisation does with them."""
+
+    linear: int
+    """In ``nn.Linear`` layers large enough to quantise (≥ 2**20 weights)."""
+    embeddings: int
+    """In the token and per-layer embedding tables (indexed by token id)."""
+    vocab_rows: int
+    """Rows of those tables together, per token id (hidden + per-layer width): the
+    bytes per kept token of a trimmed vocabulary."""
+    other: int
+
+    @property
+    def total(self) -> int:
+        return self.linear + self.embeddings + self.other
 
 
 def estimate_memory(
-    model_dir: Path | str | Any, dtype: str, *, max_new_tokens: int = 512
+    model_dir: Path | str | Any,
+    dtype: str,
+    *,
+    max_new_tokens: int = 512,
+    quant: QuantChoice | None = None,
+    kept_tokens: int | None = None,
 ) -> MemoryEstimate:
     """Estimate weights and per-item activations for the model in ``model_dir`` (or a
-    ``Gemma3nConfig``) stored as ``dtype``, counting parameters on the meta device."""
+    ``Gemma3nConfig``) stored as ``dtype`` — or quantised as ``quant`` says, with
+    ``kept_tokens`` vocabulary rows when trimmed — counting parameters on the meta
+    device."""
     config = _load_config(model_dir)
-    params = count_params(config)
+    if quant is None or quant.bits is None:
+        params = count_params(config)
+        weight_bytes = params * dtype_bytes(dtype)
+        act_dtype = dtype
+    else:
+        counts = count_params_by_kind(config)
+        params = counts.total
+        vocab = config.text_config.vocab_size
+        kept = min(vocab, kept_tokens) if quant.trim_vocab and kept_tokens else vocab
+        embeddings = counts.embeddings * kept // vocab
+        head = kept * config.text_config.hidden_size  # the head's packed int8 copy
+        weight_bytes = counts.linear * quant.bits // 8 + embeddings + head + counts.other * 4
+        act_dtype = "float32"
     return MemoryEstimate(
         params=params,
-        weight_bytes=params * dtype_bytes(dtype),
-        per_item_bytes=activation_bytes(config, dtype, max_new_tokens=max_new_tokens),
-        dtype=dtype,
+        weight_bytes=weight_bytes,
+        per_item_bytes=activation_bytes(config, act_dtype, max_new_tokens=max_new_tokens),
+        dtype=dtype if quant is None or quant.bits is None else "float32",
+        quantized="none" if quant is None else quant.name,
     )
 
 
@@ -345,15 +517,40 @@ def _load_config(model_dir: Path | str | Any) -> Any:
     return AutoConfig.from_pretrained(model_dir)
 
 
-def count_params(config: Any) -> int:
-    """Parameters of the audio-only model for ``config``, built on the meta device."""
+def _meta_model(config: Any) -> Any:
     import torch
 
     from subplug.backends.gemma3n import audio_only_model_class
 
     with torch.device("meta"):
-        model = audio_only_model_class()(config)
-    return sum(p.numel() for p in model.parameters())
+        return audio_only_model_class()(config)
+
+
+def count_params(config: Any) -> int:
+    """Parameters of the audio-only model for ``config``, built on the meta device."""
+    return sum(p.numel() for p in _meta_model(config).parameters())
+
+
+def count_params_by_kind(config: Any) -> ParamCounts:
+    """:class:`ParamCounts` of the audio-only model for ``config`` (meta device)."""
+    from torch import nn
+
+    model = _meta_model(config)
+    text = model.model.language_model
+    tables = (text.embed_tokens, text.embed_tokens_per_layer)
+    embeddings = sum(t.weight.numel() for t in tables)
+    linear = sum(
+        m.weight.numel()
+        for name, m in model.named_modules()
+        if type(m) is nn.Linear and name != "lm_head" and m.weight.numel() >= 1 << 20
+    )
+    total = sum(p.numel() for p in model.parameters())
+    return ParamCounts(
+        linear=linear,
+        embeddings=embeddings,
+        vocab_rows=sum(t.embedding_dim for t in tables),
+        other=total - linear - embeddings,
+    )
 
 
 def activation_bytes(config: Any, dtype: str, *, max_new_tokens: int = 512) -> int:
@@ -458,12 +655,17 @@ def check_fits(estimate: MemoryEstimate, device: str, free: int | None = None) -
     hint = "Close other programs using it"
     if device_kind(device) != "cpu":
         hint += ", or run on the CPU with --device cpu"
-    elif estimate.dtype == "float32":
-        hint += ", or halve the weights' size with --dtype bf16-upcast"
+    elif estimate.quantized == "none":
+        if estimate.dtype == "float32":
+            hint += ", halve the weights' size with --dtype bf16-upcast,"
+        hint += " or store the weights as integers with --quantize int8 (or int4)"
+    elif estimate.quantized.startswith("int8"):
+        hint += ", or use --quantize int4 (about half the memory of int8)"
     raise SubplugError(
         "not-enough-memory",
         f"The model needs about {need / GIB:.1f} GiB of {where} "
-        f"({estimate.params / 1e9:.2f} B parameters as {estimate.dtype}), "
+        f"({estimate.params / 1e9:.2f} B parameters as "
+        f"{estimate.dtype if estimate.quantized == 'none' else estimate.quantized}), "
         f"but only {free / GIB:.1f} GiB is free.",
         hint + ".",
     )
@@ -488,7 +690,7 @@ def choose_batch_size(estimate: MemoryEstimate, device: str) -> int:
     free = free_memory(device)
     if free is None:
         return batch_size_for(estimate, device, None)
-    loaded = MemoryEstimate(estimate.params, 0, estimate.per_item_bytes, estimate.dtype)
+    loaded = replace(estimate, weight_bytes=0)
     return batch_size_for(loaded, device, free)
 
 

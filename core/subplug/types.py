@@ -157,6 +157,12 @@ class BackendOptions:
     """``None``: chosen from free memory."""
     merge_adapter: bool = True
     threads: int | None = None
+    quantize: str = "auto"
+    """``auto``, ``none``, ``int8`` or ``int4``: weights stored and multiplied as
+    integers (CPU). ``auto``: int8 on the CPU, none on a GPU (docs/performance.md)."""
+    vocab: str = "auto"
+    """``auto``, ``full`` or ``en-mn``: keep only the tokens English and Mongolian text
+    needs (a quantised model only). ``auto``: ``en-mn`` whenever the model is quantised."""
     extra: Mapping[str, str] = field(default_factory=dict)
 
 

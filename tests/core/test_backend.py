@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 from subplug import cache, prompts
 from subplug.backends.gemma3n import (
     Gemma3nBackend,
-    LoopStop,
     checkpoint_vision_params,
     create_backend,
     token_loop_at_end,
@@ -292,10 +291,8 @@ def test_a_crafted_looping_output_is_stopped_and_trimmed(
     good = tok.encode("Hello world. ", add_special_tokens=False)
     loop = tok.encode("thank you ", add_special_tokens=False)
     ids = good + loop * 12
-    stop = LoopStop(prompt_length=3)
     varied = [*good, *range(10, 10 + len(ids) - len(good))]
-    rows = torch.tensor([[0, 0, 0, *ids], [0, 0, 0, *varied]])
-    assert stop(rows, None).tolist() == [True, False]
+    assert [token_loop_at_end(ids), token_loop_at_end(varied)] == [True, False]
     answer_ids = [*ids, tok.convert_tokens_to_ids("<end_of_turn>"), *good]
     with caplog.at_level(logging.INFO, logger=LOG):
         answer = merged.decode_answer(answer_ids, requests[0])
@@ -308,27 +305,26 @@ def test_a_crafted_looping_output_is_stopped_and_trimmed(
 
 
 def test_loops_of_the_real_model_are_cut_short_and_trimmed(
-    merged: Gemma3nBackend, clips: list[Any]
+    merged: Gemma3nBackend, clips: list[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The random tiny model falls into loops like a speech model on music: generation
     stops early and the loop is trimmed, where plain generation runs to the budget."""
     import torch
+    from subplug.backends import decode
 
     budget = 96
     reqs = [request(clip, i, "en", budget) for i, clip in enumerate(clips)]
     lengths: list[int] = []
-    generate = merged.model.generate
+    greedy = decode.greedy_decode
 
     def spy(*args: Any, **kwargs: Any) -> Any:
-        out = generate(*args, **kwargs)
-        lengths.append(out.shape[1] - kwargs["input_ids"].shape[1])
+        out = greedy(*args, **kwargs)
+        lengths.extend(len(row) for row in out)
         return out
 
-    merged.model.generate = spy  # observe transformers' generate (nothing is faked)
-    try:
-        answers = [merged.generate([r])[0] for r in reqs]
-    finally:
-        del merged.model.generate
+    monkeypatch.setattr(decode, "greedy_decode", spy)  # observe the decode loop
+    answers = [merged.generate([r])[0] for r in reqs]
+    monkeypatch.undo()
     raws = []
     for r in reqs:
         inputs = merged.collate([merged.prepare(r)])
@@ -356,21 +352,24 @@ def test_out_of_memory_halves_the_batch_and_keeps_every_chunk(
 
     backend = load(built, "tiny-en-mn", batch_size=4)
     expected = backend.generate(requests)
-    generate = backend.model.generate
+    inner = backend.model.model
+    forward = inner.forward
     sizes: list[int] = []
 
     def tight_memory(*args: Any, **kwargs: Any) -> Any:
-        sizes.append(kwargs["input_ids"].shape[0])
-        if kwargs["input_ids"].shape[0] > 1:
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.50 GiB")
-        return generate(*args, **kwargs)
+        prompt = kwargs.get("inputs_embeds")
+        if prompt is not None:  # the prefill of a batch
+            sizes.append(prompt.shape[0])
+            if prompt.shape[0] > 1:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.5 GiB")
+        return forward(*args, **kwargs)
 
-    backend.model.generate = tight_memory
+    inner.forward = tight_memory
     try:
         with caplog.at_level(logging.WARNING, logger=LOG):
             got = backend.generate(requests)
     finally:
-        del backend.model.generate
+        del inner.forward
         backend.close()
     assert got == expected
     assert sizes == [4, 2, 1, 1, 1, 1]

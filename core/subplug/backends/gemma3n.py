@@ -336,6 +336,44 @@ def render_prompt(processor: Any, instruction: str) -> str:
     return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
+def _quant_choice(options: BackendOptions, location: ModelLocation, device: str) -> Any:
+    """The quantisation to load ``location`` with: what a saved quantised copy holds,
+    or :func:`subplug.runtime.choose_quantize` for the options and the model's size."""
+    from subplug import runtime
+    from subplug.quant.convert import read_spec
+
+    saved = read_spec(location.path)
+    if saved is None:
+        model_dir = location.base if location.is_adapter else location.path
+        return runtime.choose_quantize(
+            options.quantize,
+            options.vocab,
+            device,
+            params=runtime.count_params(runtime._load_config(model_dir)),
+            dtype_spec=options.dtype,
+        )
+    wanted = options.quantize.strip().lower()
+    stored = f"int{saved.bits}"
+    if wanted not in ("auto", stored) or runtime.device_kind(device) != "cpu":
+        raise SubplugError(
+            "model-is-quantized",
+            f"{location.name or location.path} is stored quantised ({stored}); it runs on "
+            "the CPU only, with --quantize auto or " + stored + ".",
+            "Use the model it was made from for other settings (subplug models list shows it).",
+        )
+    from subplug.quant.kernels import INT8_KERNEL_ORDER, available
+
+    kernels = available()
+    kernel = next((k for k in INT8_KERNEL_ORDER if k in kernels), None)
+    if kernel is None or stored not in kernels:
+        raise SubplugError(
+            "quantize-unsupported",
+            f"This torch build has no {stored} kernel for this CPU.",
+            "Use the model it was made from with --quantize none.",
+        )
+    return runtime.QuantChoice(saved.bits, saved.kept_ids is not None, kernel)
+
+
 @dataclass(frozen=True)
 class _Prepared:
     """One request, tokenised and turned into mel features (not yet batched)."""
@@ -355,6 +393,7 @@ class Gemma3nBackend:
         from transformers import AutoProcessor
 
         from subplug import runtime
+        from subplug.backends.decode import AudioCache
 
         started = time.monotonic()
         self.options = options
@@ -362,13 +401,6 @@ class Gemma3nBackend:
         model_dir = self.location.base if self.location.is_adapter else self.location.path
         assert model_dir is not None
         self.device = runtime.resolve_device(options.device)
-        self.dtype_name = runtime.choose_dtype(options.dtype, self.device)
-        estimate = runtime.estimate_memory(model_dir, self.dtype_name)
-        runtime.check_fits(estimate, self.device)
-        self.threads = runtime.configure_threads(
-            self.device, options.threads, params=estimate.params
-        )
-
         self.processor = AutoProcessor.from_pretrained(model_dir)
         tokenizer = self.processor.tokenizer
         tokenizer.padding_side = "left"
@@ -377,40 +409,89 @@ class Gemma3nBackend:
         end_of_turn = tokenizer.convert_tokens_to_ids("<end_of_turn>")
         self.stop_ids = sorted({int(tokenizer.eos_token_id), int(end_of_turn)})
 
-        torch_dtype = runtime.torch_dtype(self.dtype_name)
-        load_kwargs: dict[str, Any] = {"dtype": torch_dtype, "attn_implementation": "sdpa"}
-        if self.device != "cpu":
-            load_kwargs["device_map"] = {"": self.device}
+        self.quant = _quant_choice(options, self.location, self.device)
         self.merged = False
         self.skipped_adapter_tensors: dict[str, int] = {}
-        with quiet_loading():
-            model = audio_only_model_class().from_pretrained(model_dir, **load_kwargs)
-            if self.location.is_adapter:
-                model = self._apply_adapter(model, self.location.path, merge=options.merge_adapter)
+        self.load_facts: dict[str, Any] = {}
+        if self.quant.bits is not None:
+            self.dtype_name = "float32"
+            estimate = runtime.estimate_memory(
+                model_dir,
+                self.dtype_name,
+                quant=self.quant,
+                kept_tokens=self._kept_tokens_estimate(model_dir),
+            )
+            runtime.check_fits(estimate, self.device)
+            self.threads = runtime.configure_threads(
+                self.device, options.threads, params=estimate.params
+            )
+            from subplug.backends import gemma3n_quant
+            from subplug.prompts import INSTRUCTIONS
+
+            model, self.load_facts = gemma3n_quant.load(
+                self.location, self.quant, self.processor, instructions=INSTRUCTIONS
+            )
+            self.merged = self.location.is_adapter
+        else:
+            self.dtype_name = runtime.choose_dtype(options.dtype, self.device)
+            estimate = runtime.estimate_memory(model_dir, self.dtype_name)
+            runtime.check_fits(estimate, self.device)
+            self.threads = runtime.configure_threads(
+                self.device, options.threads, params=estimate.params
+            )
+            torch_dtype = runtime.torch_dtype(self.dtype_name)
+            load_kwargs: dict[str, Any] = {"dtype": torch_dtype, "attn_implementation": "sdpa"}
+            if self.device != "cpu":
+                load_kwargs["device_map"] = {"": self.device}
+            with quiet_loading():
+                model = audio_only_model_class().from_pretrained(model_dir, **load_kwargs)
+                if self.location.is_adapter:
+                    model = self._apply_adapter(
+                        model, self.location.path, merge=options.merge_adapter
+                    )
+            runtime.apply_compute_policy(model, self.dtype_name)
         model.eval()
         self.model = model
-        runtime.apply_compute_policy(model, self.dtype_name)
+        self.kept_tokens = (
+            None
+            if getattr(model, "subplug_kept_ids", None) is None
+            else len(model.subplug_kept_ids)
+        )
 
-        self.params = sum(p.numel() for p in model.parameters())
+        self.params = (
+            sum(p.numel() for p in model.parameters())
+            if self.quant.bits is None
+            else estimate.params
+        )
         self.vision_params_skipped = checkpoint_vision_params(model_dir)
         self.vision_bytes_saved = self.vision_params_skipped * runtime.dtype_bytes(self.dtype_name)
         self.batch_size = options.batch_size or runtime.choose_batch_size(estimate, self.device)
-        self._use_greedy_generation()
         self._prompts: dict[str, str] = {}
+        self._audio = AudioCache()
         self.load_seconds = time.monotonic() - started
         self.transformers_version = transformers.__version__
         log.info(
-            "Loaded %s on %s (%s, %d params, batch %d) in %.1f s; audio-only loading skipped "
-            "%d vision parameters (%.2f GB).",
+            "Loaded %s on %s (%s, %s, %d params, batch %d) in %.1f s; audio-only loading "
+            "skipped %d vision parameters (%.2f GB).",
             self.location.name or self.location.path,
             self.device,
             self.dtype_name,
+            self.quant.name,
             self.params,
             self.batch_size,
             self.load_seconds,
             self.vision_params_skipped,
             self.vision_bytes_saved / 1e9,
         )
+
+    def _kept_tokens_estimate(self, model_dir: Path) -> int | None:
+        """Rows a trimmed vocabulary keeps, for the memory estimate (counted from the
+        tokenizer; a saved copy records them)."""
+        if not self.quant.trim_vocab:
+            return None
+        from subplug.quant.vocab import allowed_piece
+
+        return sum(1 for piece in self.tokenizer.get_vocab() if allowed_piece(piece)) + 512
 
     # -- loading helpers
 
@@ -424,27 +505,20 @@ class Gemma3nBackend:
             return peft_model.merge_and_unload()
         return peft_model
 
-    def _use_greedy_generation(self) -> None:
-        """Replace the checkpoint's generation defaults (the real ones sample) with greedy
-        decoding that stops on ``<eos>`` and ``<end_of_turn>``."""
-        from transformers import GenerationConfig
-
-        config = GenerationConfig(
-            bos_token_id=self.tokenizer.bos_token_id,
-            eos_token_id=self.stop_ids,
-            pad_token_id=self.pad_id,
-            do_sample=False,
-            num_beams=1,
-        )
-        base = getattr(self.model, "get_base_model", None)
-        if base is not None:
-            base().generation_config = config
-        self.model.generation_config = config
-
     # -- Backend protocol
 
-    def generate(self, requests: Sequence[BackendRequest]) -> list[str]:
-        """Raw text per request, in request order (see :class:`~subplug.types.Backend`)."""
+    def generate(
+        self,
+        requests: Sequence[BackendRequest],
+        *,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[str]:
+        """Raw text per request, in request order (see :class:`~subplug.types.Backend`).
+
+        Requests are decoded in batches of :attr:`batch_size`, longest answers first, so
+        a batch holds answers of similar length; ``progress(tokens, budget)`` follows
+        the tokens generated against the requests' token budgets (a request that stops
+        early counts its whole budget as done)."""
         from subplug import runtime
 
         if not requests:
@@ -454,8 +528,13 @@ class Gemma3nBackend:
             key=lambda i: (-requests[i].max_new_tokens, -len(requests[i].chunk.samples), i),
         )
         ordered = [requests[i] for i in order]
+        tally = _Tally(sum(max(1, r.max_new_tokens) for r in requests), progress)
+
+        def batch(items: Sequence[BackendRequest]) -> list[str]:
+            return self._generate_batch(items, tally)
+
         texts = runtime.run_with_oom_backoff(
-            ordered, self.batch_size, self._generate_batch, on_backoff=self._on_backoff
+            ordered, self.batch_size, batch, on_backoff=self._on_backoff
         )
         result = [""] * len(requests)
         for position, text in zip(order, texts, strict=True):
@@ -482,6 +561,10 @@ class Gemma3nBackend:
             "merged": self.merged,
             "device": self.device,
             "dtype": self.dtype_name,
+            "quantize": self.quant.name,
+            "kernel": self.quant.kernel,
+            "kept_tokens": self.kept_tokens,
+            **self.load_facts,
             "attention": "sdpa",
             "params": self.params,
             "vision_params_skipped": self.vision_params_skipped,
@@ -521,6 +604,49 @@ class Gemma3nBackend:
             feature_mask=encoded["input_features_mask"][0].astype(bool),
         )
 
+    def prompt_ids(self, instruction: str) -> list[int]:
+        """The token ids of the prompt for ``instruction`` (audio placeholders expanded;
+        the same for every chunk, since every chunk is 188 audio soft tokens)."""
+        key = f"ids:{instruction}"
+        if key not in self._prompts:
+            import numpy as np
+
+            encoded = self.processor(
+                text=[self.prompt(instruction)],
+                audio=[np.zeros(1600, dtype=np.float32)],
+                add_special_tokens=False,
+                return_tensors="np",
+            )
+            self._prompts[key] = ",".join(str(i) for i in encoded["input_ids"][0].tolist())
+        return [int(i) for i in self._prompts[key].split(",")]
+
+    def audio_tokens(self, request: BackendRequest) -> torch.Tensor:
+        """The audio encoder's soft tokens for the request's chunk: encoded once per chunk
+        (kept for a follow-up request on the same chunk), one chunk at a time."""
+        import numpy as np
+        import torch
+
+        from subplug.backends.decode import encode_audio
+
+        cached = self._audio.get(request.chunk)
+        if cached is not None:
+            return cached
+        samples = np.asarray(request.chunk.samples, dtype=np.float32)
+        encoded = self.processor.feature_extractor([samples], return_tensors="np")
+        features = encoded["input_features"][0]
+        mask = encoded["input_features_mask"][0].astype(bool)
+        pad = np.zeros((AUDIO_PAD_FRAMES, features.shape[-1]), dtype=features.dtype)
+        dtype = next(self.model.parameters()).dtype
+        audio = encode_audio(
+            self.model,
+            torch.from_numpy(np.concatenate([features, pad])).to(self.device, dtype),
+            torch.from_numpy(np.concatenate([mask, np.zeros(AUDIO_PAD_FRAMES, bool)])).to(
+                self.device
+            ),
+        )
+        self._audio.put(request.chunk, audio)
+        return audio
+
     def collate(self, items: Sequence[_Prepared]) -> dict[str, torch.Tensor]:
         """Batch prepared items: prompts left-padded, mel features right-padded (masked)
         by at least :data:`AUDIO_PAD_FRAMES` frames each."""
@@ -549,21 +675,25 @@ class Gemma3nBackend:
             "input_features_mask": torch.from_numpy(feature_mask).to(device),
         }
 
-    def _generate_batch(self, requests: Sequence[BackendRequest]) -> list[str]:
+    def _generate_batch(self, requests: Sequence[BackendRequest], tally: _Tally) -> list[str]:
         import torch
-        from transformers import StoppingCriteriaList
 
-        inputs = self.collate([self.prepare(r) for r in requests])
-        prompt_length = inputs["input_ids"].shape[1]
-        max_new = max(1, max(r.max_new_tokens for r in requests))
-        stop = LoopStop(prompt_length)
+        from subplug.backends.decode import DecodeRow, greedy_decode
+
         with torch.inference_mode():
-            output = self.model.generate(
-                **inputs,
-                max_new_tokens=max_new,
-                stopping_criteria=StoppingCriteriaList([stop]),
+            rows = [
+                DecodeRow(self.prompt_ids(r.instruction), self.audio_tokens(r), r.max_new_tokens)
+                for r in requests
+            ]
+            generated = greedy_decode(
+                self.model,
+                rows,
+                pad_id=self.pad_id,
+                stop_ids=self.stop_ids,
+                is_loop=token_loop_at_end,
+                on_step=tally.add,
             )
-        generated = output[:, prompt_length:].tolist()
+        tally.finish(sum(max(1, r.max_new_tokens) for r in requests))
         return [self.decode_answer(ids, r) for ids, r in zip(generated, requests, strict=True)]
 
     def decode_answer(self, ids: Sequence[int], request: BackendRequest) -> str:
@@ -612,19 +742,26 @@ def quiet_loading() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-class LoopStop:
-    """Stopping criterion for ``generate``: finish each sequence whose newest tokens
-    loop (:func:`token_loop_at_end` on the tokens after ``prompt_length``)."""
+class _Tally:
+    """Tokens generated in one ``generate`` call against the requests' budgets."""
 
-    def __init__(self, prompt_length: int) -> None:
-        self.prompt_length = prompt_length
+    def __init__(self, budget: int, report: Callable[[int, int], None] | None) -> None:
+        self.budget = budget
+        self.done = 0
+        self._batch_start = 0
+        self.report = report
 
-    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
-        import torch
+    def add(self, tokens: int) -> None:
+        self.done = min(self.budget, self.done + tokens)
+        if self.report is not None:
+            self.report(self.done, self.budget)
 
-        rows = input_ids[:, self.prompt_length :].tolist()
-        flags = [token_loop_at_end(row) for row in rows]
-        return torch.tensor(flags, dtype=torch.bool, device=input_ids.device)
+    def finish(self, batch_budget: int) -> None:
+        """A batch ended: its requests' unused budgets count as done."""
+        self._batch_start = min(self.budget, self._batch_start + batch_budget)
+        self.done = self._batch_start
+        if self.report is not None:
+            self.report(self.done, self.budget)
 
 
 # ------------------------------------------------------------- adapter checking

@@ -1,0 +1,247 @@
+"""Greedy decoding for Gemma 3n: one prefill, then one forward per token, lean.
+
+subplug's own loop instead of ``GenerationMixin.generate``, because it can do what the
+generic one cannot, measured in docs/performance.md:
+
+- **Audio encoded once per chunk, one chunk at a time.** The audio encoder costs as much
+  per chunk at batch 8 as at batch 1 (it gains nothing from batching on a CPU), and a
+  chunk asked twice (transcribe, then translate) would otherwise be encoded twice;
+  :class:`AudioCache` keeps each chunk's audio embeddings for the follow-up.
+- **Finished rows leave the batch.** A row that has stopped (end of turn, its token
+  budget, a repetition loop) is dropped from the batch and its cache, so the others'
+  steps cost less.
+- **A trimmed vocabulary.** With a head over the kept tokens only, the greedy choice is
+  made among them and mapped back to the token id.
+- **No per-step bookkeeping beyond the tokens themselves**: the repetition check runs
+  on the row's token list every :data:`LOOP_CHECK_EVERY` steps.
+
+The prefill builds the input embeddings exactly as ``Gemma3nModel.forward`` does for an
+audio prompt (token embeddings, the audio embedder for audio-block ids, the audio soft
+tokens scattered in, per-layer inputs from the ids), so the loop's tokens equal
+``generate``'s (tests/core/test_decode.py).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+#: Steps between two repetition checks of a row (a loop is caught at most this late).
+LOOP_CHECK_EVERY = 4
+
+
+@dataclass
+class DecodeRow:
+    """One sequence to decode."""
+
+    input_ids: Sequence[int]
+    """The rendered prompt's ids (with the audio soft-token placeholders)."""
+    audio: torch.Tensor
+    """The chunk's audio soft tokens, ``[audio_soft_tokens_per_image, hidden]``."""
+    max_new_tokens: int
+
+
+class AudioCache:
+    """The audio encoder's output per chunk, for the most recent ``size`` chunks.
+
+    Keys are the chunk objects themselves (held, so their identity cannot be reused
+    while cached)."""
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self._items: OrderedDict[int, tuple[Any, torch.Tensor]] = OrderedDict()
+
+    def get(self, chunk: Any) -> torch.Tensor | None:
+        found = self._items.get(id(chunk))
+        if found is None or found[0] is not chunk:
+            return None
+        self._items.move_to_end(id(chunk))
+        return found[1]
+
+    def put(self, chunk: Any, audio: torch.Tensor) -> None:
+        self._items[id(chunk)] = (chunk, audio)
+        self._items.move_to_end(id(chunk))
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
+def unwrap(model: Any) -> Any:
+    """The ``Gemma3nForConditionalGeneration`` inside a peft model (with its LoRA
+    layers in place), or ``model`` itself."""
+    base = getattr(model, "get_base_model", None)
+    return base() if callable(base) else model
+
+
+def encode_audio(model: Any, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Audio soft tokens for one chunk: ``features`` ``[frames, bins]`` and its validity
+    ``mask`` ``[frames]`` → ``[audio_soft_tokens_per_image, hidden]``, padded as
+    ``Gemma3nModel.forward`` pads (the audio embedder's last token for masked and
+    missing positions)."""
+    model = unwrap(model)
+    inner = model.model
+    config = model.config
+    output = inner.get_audio_features(features[None], ~mask[None], return_dict=True)
+    audio = output.pooler_output
+    audio_mask = output.audio_mel_mask
+    pad_id = torch.tensor([[config.text_config.vocab_size - 1]], device=audio.device)
+    padding = inner.embed_audio(input_ids=pad_id)
+    audio = torch.where(audio_mask.unsqueeze(-1), padding, audio)
+    missing = config.audio_soft_tokens_per_image - audio.shape[1]
+    if missing > 0:
+        audio = torch.cat((audio, padding.expand(1, missing, audio.shape[-1])), dim=1)
+    return audio[0]
+
+
+def _prompt_embeddings(
+    model: Any, ids: torch.Tensor, audio: list[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Input embeddings and per-layer inputs of a batch of prompts, as
+    ``Gemma3nModel.forward`` computes them for audio prompts."""
+    inner = model.model
+    config = model.config
+    vision_low = inner.embed_vision.vocab_offset
+    audio_low = inner.embed_audio.vocab_offset
+    if bool(((ids >= vision_low) & (ids < audio_low)).any()):
+        raise ValueError("prompts with image tokens are not supported")
+    embeds = inner.get_input_embeddings()(ids)
+    per_layer = inner.language_model.get_per_layer_inputs(ids)
+    audio_block = ids >= audio_low
+    dummy = audio_low + inner.embed_audio.vocab_size - 1
+    hard = inner.embed_audio(input_ids=torch.where(audio_block, ids, dummy))
+    embeds = torch.where(audio_block.unsqueeze(-1), hard.to(embeds.dtype), embeds)
+    soft = torch.stack(audio).to(embeds.dtype)
+    placeholders = (ids == config.audio_token_id).unsqueeze(-1)
+    if int(placeholders.sum()) != soft.shape[0] * soft.shape[1]:
+        raise ValueError("each prompt must hold exactly one chunk's audio placeholders")
+    embeds = embeds.masked_scatter(placeholders, soft)
+    return embeds, per_layer
+
+
+def _logits(model: Any, hidden: torch.Tensor) -> torch.Tensor:
+    """Soft-capped logits of the last position (over the kept tokens of a trimmed
+    vocabulary)."""
+    logits = model.lm_head(hidden[:, -1, :]).float()
+    cap = model.config.get_text_config().final_logit_softcapping
+    if cap is not None:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
+def greedy_decode(
+    model: Any,
+    rows: Sequence[DecodeRow],
+    *,
+    pad_id: int,
+    stop_ids: Sequence[int],
+    is_loop: Callable[[Sequence[int]], bool] | None = None,
+    on_step: Callable[[int], None] | None = None,
+) -> list[list[int]]:
+    """Greedy-decode ``rows`` as one batch; returns each row's generated ids (without
+    the stop token). ``on_step(tokens)`` is told after every step how many tokens the
+    batch produced in it. The model's ``subplug_kept_ids`` (a trimmed vocabulary), when
+    set, maps the head's columns back to token ids."""
+    from transformers import DynamicCache
+
+    if not rows:
+        return []
+    model = unwrap(model)
+    device = next(model.parameters()).device
+    kept: torch.Tensor | None = getattr(model, "subplug_kept_ids", None)
+    if kept is not None:
+        kept = kept.to(device)
+    stops = set(int(i) for i in stop_ids)
+
+    width = max(len(r.input_ids) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row.input_ids) :] = torch.tensor(list(row.input_ids))
+        mask[i, width - len(row.input_ids) :] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    positions = (mask.cumsum(-1) - 1).clamp_(min=0)
+    cache = DynamicCache(config=model.config.get_text_config())
+    embeds, per_layer = _prompt_embeddings(model, ids, [r.audio.to(device) for r in rows])
+    hidden = model.model(
+        inputs_embeds=embeds,
+        per_layer_inputs=per_layer,
+        attention_mask=mask,
+        position_ids=positions,
+        cache=cache,
+        use_cache=True,
+    ).last_hidden_state
+    del embeds, per_layer
+
+    outputs: list[list[int]] = [[] for _ in rows]
+    budgets = [max(1, r.max_new_tokens) for r in rows]
+    active = list(range(len(rows)))
+    position = positions[:, -1:]
+    step = 0
+    while True:
+        choice = _logits(model, hidden).argmax(dim=-1)
+        if kept is not None:
+            choice = kept[choice]
+        tokens = choice.tolist()
+        step += 1
+        keep: list[int] = []
+        for slot, index in enumerate(active):
+            token = int(tokens[slot])
+            if token in stops:
+                continue
+            out = outputs[index]
+            out.append(token)
+            if len(out) >= budgets[index]:
+                continue
+            if is_loop is not None and step % LOOP_CHECK_EVERY == 0 and is_loop(out):
+                continue
+            keep.append(slot)
+        if on_step is not None:
+            on_step(len(active))
+        if not keep:
+            break
+        if len(keep) < len(active):
+            picked = torch.tensor(keep, dtype=torch.long, device=device)
+            cache.batch_select_indices(picked)
+            mask = mask.index_select(0, picked)
+            position = position.index_select(0, picked)
+            choice = choice.index_select(0, picked)
+            active = [active[slot] for slot in keep]
+        mask = torch.cat((mask, mask.new_ones((len(active), 1))), dim=1)
+        position = position + 1
+        hidden = model.model(
+            input_ids=choice.unsqueeze(-1),
+            attention_mask=mask,
+            position_ids=position,
+            cache=cache,
+            use_cache=True,
+        ).last_hidden_state
+    return outputs
+
+
+def sequence_logits(model: Any, row: DecodeRow, answer: Sequence[int]) -> torch.Tensor:
+    """Teacher-forced logits: one forward over the prompt followed by ``answer`` (its
+    tokens given, not chosen), returning the soft-capped logits that predicted each
+    answer token, ``[len(answer), vocabulary]`` (over the kept tokens of a trimmed
+    vocabulary)."""
+    model = unwrap(model)
+    device = next(model.parameters()).device
+    ids = torch.tensor([[*row.input_ids, *answer]], dtype=torch.long, device=device)
+    embeds, per_layer = _prompt_embeddings(model, ids, [row.audio.to(device)])
+    hidden = model.model(
+        inputs_embeds=embeds,
+        per_layer_inputs=per_layer,
+        attention_mask=torch.ones_like(ids),
+        use_cache=False,
+    ).last_hidden_state
+    start = len(row.input_ids) - 1
+    logits = model.lm_head(hidden[0, start : start + len(answer), :]).float()
+    cap = model.config.get_text_config().final_logit_softcapping
+    if cap is not None:
+        logits = torch.tanh(logits / cap) * cap
+    return logits

@@ -1,0 +1,315 @@
+"""Gemma 3n quantised: which copy to load, and how to make one.
+
+A quantised model (:mod:`subplug.quant`) comes from one of three places, first found:
+
+1. **A saved copy in the model cache** — an entry made from the requested one by
+   ``subplug models optimize`` (or by an earlier run, see 3), recorded in its manifest
+   as ``derived`` from that entry *with the same contents* (a re-imported or retrained
+   source no longer matches). Loading it reads the quantised files only.
+2. **Built now, streamed from the checkpoint**: each tensor read, merged with the LoRA
+   adapter and quantised in turn (:func:`subplug.quant.convert.load_quantized`): the
+   float model is never whole in memory. A checkpoint or adapter this cannot stream
+   (sharded formats other than safetensors, DoRA…) is loaded in float and converted.
+3. When the model came from the cache, the copy built in 2 is **saved into the cache**
+   (once), so the next run takes path 1; a cache that cannot be written is only logged.
+
+A model folder that holds ``subplug-quant.json`` is such a copy, whatever its name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from subplug.errors import SubplugError
+
+if TYPE_CHECKING:
+    from subplug.quant.convert import QuantSpec
+    from subplug.quant.vocab import KeptVocabulary
+    from subplug.runtime import QuantChoice
+
+log = logging.getLogger(__name__)
+
+#: Answer layout text whose tokens a trimmed vocabulary keeps (besides the prompts).
+ANSWER_TEXTS = (
+    "### English\n\n",
+    "\n\n---\n\n### Mongolian\n\n",
+    "### Mongolian\n\n",
+    "\n\n---\n\n### English\n\n",
+)
+
+
+def kept_vocabulary(processor: Any, config: Any, instructions: Sequence[str]) -> KeptVocabulary:
+    """The tokens a trimmed model keeps: English and Mongolian text, bytes, special
+    tokens, and every token of the prompts for ``instructions`` and the answer layout."""
+    from subplug.backends.gemma3n import render_prompt
+    from subplug.quant.vocab import kept_token_ids
+
+    prompts = [render_prompt(processor, text) for text in instructions]
+    return kept_token_ids(
+        processor.tokenizer,
+        vocab_size=config.text_config.vocab_size,
+        prompts=[*prompts, *ANSWER_TEXTS],
+    )
+
+
+def spec_for(choice: QuantChoice, kept: KeptVocabulary | None, *, params: int) -> QuantSpec:
+    """The :class:`~subplug.quant.convert.QuantSpec` for a runtime choice, for a model
+    of ``params`` parameters: in a full-size model, layers under 2**20 weights stay
+    float and 4-bit groups are 128 wide; a small model (asked for explicitly: ``auto``
+    never quantises one) has every layer of 1024 weights or more quantised, in groups
+    of 32, so its quantised path is the real one at toy size."""
+    from subplug.quant.convert import QuantSpec
+    from subplug.runtime import SMALL_MODEL_PARAMS
+
+    assert choice.bits is not None and choice.kernel is not None
+    small = params < SMALL_MODEL_PARAMS
+    return QuantSpec(
+        bits=choice.bits,
+        group=32 if small else 128,
+        kept_ids=kept.ids if (choice.trim_vocab and kept is not None) else None,
+        min_params=1 << 10 if small else 1 << 20,
+        kernel=choice.kernel,
+    )
+
+
+def contents_fingerprint(manifests: Sequence[Any]) -> str:
+    """A digest of cache manifests' file digests (an entry and its base)."""
+    digest = hashlib.sha256()
+    for manifest in manifests:
+        digest.update(f"{manifest.name}:".encode())
+        for rel, record in sorted(manifest.files.items()):
+            digest.update(f"{rel}={record.sha256};".encode())
+    return digest.hexdigest()
+
+
+def source_fingerprint(name: str) -> str | None:
+    """:func:`contents_fingerprint` of cache entry ``name`` (and its base), or ``None``
+    when it is not a cache entry."""
+    from subplug import cache
+
+    try:
+        resolved = cache.resolve_model(name)
+    except SubplugError:
+        return None
+    if resolved.manifest is None:
+        return None
+    manifests = [resolved.manifest]
+    if resolved.base_name is not None:
+        base = cache.resolve_model(resolved.base_name).manifest
+        if base is not None:
+            manifests.append(base)
+    return contents_fingerprint(manifests)
+
+
+def copy_name(source: str, choice: QuantChoice) -> str:
+    """The cache name of ``source`` 's quantised copy (``gemma3n-en-mn-int8-trim``)."""
+    return f"{source}-{choice.name}"
+
+
+def find_saved(source: str | None, choice: QuantChoice) -> Path | None:
+    """A saved quantised copy of cache entry ``source`` for ``choice`` with the same
+    contents, or ``None``."""
+    from subplug import cache
+
+    if source is None:
+        return None
+    fingerprint = source_fingerprint(source)
+    if fingerprint is None:
+        return None
+    found = cache.find_derived(source, quantize=choice.name, from_contents=fingerprint)
+    return None if found is None else Path(found.path)
+
+
+def build(
+    model_dir: Path,
+    adapter_dir: Path | None,
+    spec: QuantSpec,
+    *,
+    on_tensor: Callable[[int, int], None] | None = None,
+) -> Any:
+    """The quantised model built from the checkpoint (streamed, or converted after a
+    float load when the files cannot be streamed). Kernels are not prepared yet, so
+    the model can still be saved."""
+    from subplug.backends.gemma3n import quiet_loading
+    from subplug.quant import convert
+
+    with quiet_loading():
+        try:
+            return convert.load_quantized(
+                model_dir, spec, adapter_dir=adapter_dir, on_tensor=on_tensor
+            )
+        except convert.UnsupportedCheckpoint as why:
+            log.info(
+                "Cannot quantise %s while reading it (%s); loading it in float first "
+                "(needs the float model's memory once).",
+                model_dir,
+                why,
+            )
+    return convert.quantize_loaded(_float_model(model_dir, adapter_dir), spec)
+
+
+def _float_model(model_dir: Path, adapter_dir: Path | None) -> Any:
+    import torch
+    from peft import PeftModel
+
+    from subplug.backends.gemma3n import audio_only_model_class, quiet_loading
+
+    with quiet_loading():
+        model = audio_only_model_class().from_pretrained(
+            model_dir, dtype=torch.bfloat16, attn_implementation="sdpa"
+        )
+        if adapter_dir is not None:
+            model = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+    model.eval()
+    return model
+
+
+def save_copy(
+    model: Any,
+    processor: Any,
+    *,
+    source: str,
+    choice: QuantChoice,
+    fingerprint: str,
+    extra: dict[str, Any] | None = None,
+    force: bool = False,
+    progress: Any = None,
+) -> Any:
+    """Save quantised ``model`` (kernels not yet prepared) with its processor as the
+    cache entry :func:`copy_name` ``(source, choice)``, derived from ``source``."""
+    from subplug import cache
+    from subplug.quant.convert import save_quantized
+
+    def write(folder: Path) -> None:
+        model.config.save_pretrained(folder)
+        processor.save_pretrained(folder)
+        save_quantized(model, folder)
+
+    derived = {
+        "from": source,
+        "from_contents": fingerprint,
+        "quantize": choice.name,
+        **(extra or {}),
+    }
+    return cache.build_model(
+        copy_name(source, choice),
+        write,
+        source=f"optimize:{source}",
+        derived=derived,
+        force=force,
+        progress=progress,
+    )
+
+
+def load(
+    location: Any,
+    choice: QuantChoice,
+    processor: Any,
+    *,
+    instructions: Sequence[str],
+    persist: bool = True,
+) -> tuple[Any, dict[str, Any]]:
+    """The quantised model for ``location`` (a :class:`ModelLocation`), prepared to
+    run, and facts about where it came from (module docstring)."""
+    from subplug.quant import convert, memory
+
+    started = time.monotonic()
+    folder = location.base if location.is_adapter else location.path
+    saved_spec = convert.read_spec(Path(location.path), kernel=choice.kernel or "fbgemm")
+    facts: dict[str, Any] = {}
+    if saved_spec is not None:
+        model = convert.load_saved(Path(location.path), saved_spec)
+        facts["quantized_from"] = "saved copy"
+    else:
+        saved = find_saved(location.name, choice)
+        if saved is not None:
+            spec = convert.read_spec(saved, kernel=choice.kernel or "fbgemm")
+            assert spec is not None
+            model = convert.load_saved(saved, spec)
+            facts["quantized_from"] = f"saved copy {saved.name}"
+        else:
+            from transformers import AutoConfig
+
+            from subplug.runtime import count_params
+
+            config = AutoConfig.from_pretrained(folder)
+            kept = kept_vocabulary(processor, config, instructions)
+            spec = spec_for(choice, kept, params=count_params(config))
+            model = build(folder, location.path if location.is_adapter else None, spec)
+            facts["quantized_from"] = "built while loading"
+            fingerprint = source_fingerprint(location.name) if location.name else None
+            if persist and fingerprint is not None:
+                try:
+                    entry = save_copy(
+                        model,
+                        processor,
+                        source=location.name,
+                        choice=choice,
+                        fingerprint=fingerprint,
+                    )
+                except SubplugError as error:
+                    log.warning("Could not keep the quantised copy in the cache: %s", error.message)
+                else:
+                    facts["saved_as"] = entry.name
+                    log.info("Saved the %s copy as %s for the next runs.", choice.name, entry.name)
+    convert.prepare_kernels(model)
+    memory.release_to_os()
+    facts["quantize_seconds"] = round(time.monotonic() - started, 2)
+    return model, facts
+
+
+# ------------------------------------------------------------------ quality guard
+
+
+def reference_answers(
+    backend: Any, requests: Sequence[Any], *, max_steps: int = 64
+) -> list[tuple[list[int], Any]]:
+    """For each request, the ``backend`` 's greedy answer (at most ``max_steps``
+    tokens) and its teacher-forced logits: the reference a quantised copy is compared
+    with (:func:`agreement`). Run it first and free the float model before loading the
+    quantised one, so the two are never in memory together."""
+    import torch
+
+    from subplug.backends.decode import DecodeRow, greedy_decode, sequence_logits
+
+    found = []
+    with torch.inference_mode():
+        for request in requests:
+            row = DecodeRow(
+                backend.prompt_ids(request.instruction),
+                backend.audio_tokens(request),
+                min(max_steps, request.max_new_tokens),
+            )
+            answer = greedy_decode(
+                backend.model, [row], pad_id=backend.pad_id, stop_ids=backend.stop_ids
+            )[0]
+            found.append((answer, sequence_logits(backend.model, row, answer).cpu()))
+    return found
+
+
+def agreement(
+    backend: Any, requests: Sequence[Any], reference: Sequence[tuple[list[int], Any]]
+) -> Any:
+    """The :class:`~subplug.quant.quality.Agreement` of ``backend`` (a quantised model)
+    with the :func:`reference_answers` of the float model, over all requests."""
+    import torch
+
+    from subplug.backends.decode import DecodeRow, sequence_logits
+    from subplug.quant.quality import Agreement, compare
+
+    kept = getattr(backend.model, "subplug_kept_ids", None)
+    kept_ids = None if kept is None else kept.tolist()
+    total = Agreement(0, 1.0, 1.0, 1.0)
+    with torch.inference_mode():
+        for request, (answer, ref_logits) in zip(requests, reference, strict=True):
+            row = DecodeRow(
+                backend.prompt_ids(request.instruction), backend.audio_tokens(request), 1
+            )
+            logits = sequence_logits(backend.model, row, answer).cpu()
+            total = total.merge(compare(ref_logits, logits, kept_ids))
+    return total
