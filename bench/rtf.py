@@ -1,46 +1,65 @@
 """Real-time factor of subplug's Gemma 3n stage on this machine. Prints figures; asserts nothing.
 
-Two modes:
+Two modes, each comparing settings (``--settings``, a comma-separated list of
+``none``/``int8``/``int8-trim``/``int4``/``int4-trim``; the first is the baseline every
+ratio refers to) **in the same run**: each setting is measured in a process of its own,
+one after the other, so each gets its own peak-memory figure, and the machine's load
+moves as little as possible between them.
 
-``python bench/rtf.py [MEDIA] --model NAME|PATH`` runs the whole pipeline (decode, speech
-detection, model, cues, files written to a temporary folder) on MEDIA (default: the
-packaged 11 s self-test clip) with a real model folder or cache entry, and prints each
-stage's time and the real-time factor (processing time / audio duration; below 1 is
-faster than real time). ``--tiny`` builds the tiny offline model and uses it (a quick
-check of the bench itself; its figures say nothing about the real model).
+``python bench/rtf.py --random-init e2b --checkpoint DIR`` measures a random-initialised,
+full-size Gemma 3n E2B, audio-only (speed does not depend on weight values), loaded the
+way ``subplug generate`` loads it (``Gemma3nBackend``: a quantised setting is quantised
+from the bf16 checkpoint while it is read). The first run builds the checkpoint in DIR
+(about 10 GB; a couple of minutes) with a stand-in processor whose 262,400-token
+vocabulary has ``--kept-tokens`` tokens that pass the English/Mongolian character rules
+(the real Gemma tokenizer cannot be downloaded here), so a trimmed setting keeps that
+many. For each batch size (``--batch-sizes``) it times, on 30 s chunks of real speech:
+the audio encoder, the prefill, and ``--decode-tokens`` decode steps, and gives the model
+stage's real-time factor for a bilingual answer of ``--answer-tokens`` tokens per chunk,
+in wall and in CPU seconds (RTF below 1 is faster than speech). ``--quality`` adds the
+teacher-forced top-1 agreement and logit cosine of each setting with the baseline
+(subplug.quant.quality).
 
-``python bench/rtf.py --random-init e2b`` builds a random-initialised, full-size Gemma 3n
-E2B, audio-only (speed does not depend on weight values), and measures for each batch
-size (``--batch-sizes``, default 1,4,16) on 30 s chunks with the real prompt layout
-(188 audio tokens, the combined instruction): the audio encoder's time, the prefill's
-time, decode speed, peak memory, and the end-to-end real-time factor of the model stage
-for a bilingual answer of ``--answer-tokens`` tokens (decode is measured over
-``--decode-tokens`` steps and extrapolated). ``--compare`` adds, in the same process, the
-native-bfloat16 figures at batch 1 and the audio encoder in float32, as ratios against
-the measured default (bf16-upcast).
+``python bench/rtf.py MEDIA --model NAME|PATH`` (or ``--random-init e2b --checkpoint DIR``,
+or ``--tiny``) runs the whole pipeline — decoding, speech detection, model, cues, files —
+on MEDIA (default: the packaged 11 s clip) and prints each stage's time and the RTF.
+Random weights never stop by themselves, so with ``--random-init`` every answer is held
+to the length a real one has (``--answer-tokens`` per 30 s of speech, pro rata; the
+source language must be given, ``--source en``, since the random text says nothing).
 
-Memory: E2B needs about 10.5 GiB of RAM as bf16 (``--dtype bf16-upcast`` or
-``bfloat16``) and about 21 GiB as float32.
+``--isa avx2`` caps torch, MKL, oneDNN and fbgemm at AVX2 (environment variables, see
+bench/kernels.py), to see what a laptop CPU without AVX-512 gets; the baseline is then
+``bf16-upcast``, what ``--dtype auto`` picks on such a CPU.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 GIB = 1024**3
 CHUNK_SECONDS = 30.0
-MEL_FRAMES = 3000  # 30 s at the feature extractor's 10 ms hop
-AUDIO_PAD_FRAMES = 8  # as subplug.backends.gemma3n pads every item
+HERE = Path(__file__).resolve().parent
+
+#: name → (quantize, vocab) of the settings this bench knows.
+SETTINGS = {
+    "none": ("none", "full"),
+    "int8": ("int8", "full"),
+    "int8-trim": ("int8", "en-mn"),
+    "int4": ("int4", "full"),
+    "int4-trim": ("int4", "en-mn"),
+}
 
 
 # --------------------------------------------------------------------------- memory
@@ -91,130 +110,37 @@ def machine() -> str:
                 model = line.split(":", 1)[1].strip()
             elif line.startswith("flags"):
                 flags = set(line.split(":", 1)[1].split())
-    simd = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    simd = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16") if f in flags]
     from subplug import runtime
 
     ram = runtime._meminfo()
     load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
+    caps = [f"{k}={v}" for k, v in isa_env("avx2").items() if os.environ.get(k) == v]
     return (
         f"{model}; {runtime.physical_cores()} cores for this process; "
-        f"{'/'.join(simd) or 'no AVX2'}; RAM {gib(ram.get('MemTotal'))} GiB total, "
-        f"{gib(ram.get('MemAvailable'))} GiB available; load average {load[0]:.1f}"
+        f"{'/'.join(simd) or 'no AVX2'}{' capped: ' + ' '.join(caps) if caps else ''}; "
+        f"RAM {gib(ram.get('MemTotal'))} GiB total, {gib(ram.get('MemAvailable'))} GiB "
+        f"available; load average {load[0]:.1f}"
     )
 
 
-# ------------------------------------------------------------------- pipeline mode
+def isa_env(isa: str) -> dict[str, str]:
+    """Environment variables that cap torch's kernels at an instruction set."""
+    if isa != "avx2":
+        return {}
+    return {
+        "ATEN_CPU_CAPABILITY": "avx2",
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+        "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+        "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2",
+    }
 
 
-def bench_pipeline(args: argparse.Namespace) -> None:
-    """Whole pipeline on a media file with a real (or the tiny) model."""
-    import torch
-    from subplug import plugins
-    from subplug.engine import Engine
-    from subplug.selftest import make_video, speech_clip_path
-    from subplug.types import BackendOptions, GenerateOptions, JobEvent
-
-    with tempfile.TemporaryDirectory(prefix="subplug-bench-") as tmp:
-        work = Path(tmp)
-        model = args.model
-        if args.tiny:
-            from subplug.testing.tiny import build_tiny_model
-
-            model = str(build_tiny_model(work / "tiny"))
-        media = args.media or make_video(speech_clip_path(), work / "clip.mp4")
-        options = GenerateOptions(
-            source=args.source,
-            formats=("ass", "srt"),
-            out_dir=work / "out",
-            backend_options=BackendOptions(
-                model=model,
-                device=args.device,
-                dtype=args.dtype,
-                batch_size=args.batch_size,
-                threads=args.threads,
-            ),
-            resume=False,
-        )
-        (work / "out").mkdir()
-        started = time.perf_counter()
-        backend = plugins.backends()[options.backend](options.backend_options)
-        load = time.perf_counter() - started
-        facts = dict(backend.describe())
-        marks: list[tuple[str, float]] = []
-
-        def on_event(event: JobEvent) -> None:
-            if event.kind == "stage":
-                marks.append((str(event.data["stage"]), time.perf_counter()))
-
-        with Engine(events=on_event, backend=backend) as engine:
-            started = time.perf_counter()
-            tracks = engine.generate(Path(media), options)
-            marks.append(("write", time.perf_counter()))
-            engine.write(tracks, options)
-            marks.append(("end", time.perf_counter()))
-        backend.close()
-        total = marks[-1][1] - started
-        duration = tracks.duration or 0.0
-        print(f"machine: {machine()}")
-        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-        print(
-            f"model: {facts.get('model')} ({facts.get('params', 0) / 1e9:.2f} B parameters, "
-            f"{facts.get('device')}, {facts.get('dtype')}, batch {facts.get('batch_size')})"
-        )
-        print(f"media: {media} ({duration:.1f} s, {len(tracks.transcripts)} chunks)")
-        print(f"{'stage':<12} {'seconds':>9}")
-        print(f"{'model-load':<12} {load:9.2f}")
-        for (name, begin), (_next, end) in zip(marks, marks[1:], strict=False):
-            print(f"{name:<12} {end - begin:9.2f}")
-        print(f"{'total':<12} {total:9.2f}   (model load not included)")
-        if duration:
-            print(f"real-time factor: {total / duration:.3f}  (processing seconds per second)")
-        print(f"peak memory: {gib(peak_rss())} GiB")
+def _now() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
 
 
-# ---------------------------------------------------------------- random-init mode
-
-
-@dataclass
-class Figures:
-    """One batch size's measurements: wall-clock seconds, and the CPU seconds this process
-    used (all its threads), which a machine busy with other work inflates far less."""
-
-    batch: int
-    encoder_s: float
-    prefill_s: float
-    step_s: float
-    """Seconds per decode step (one token for every sequence of the batch)."""
-    encoder_cpu: float
-    prefill_cpu: float
-    step_cpu: float
-    steps: int
-    peak: int | None
-    answer_tokens: int
-
-    @property
-    def tokens_per_s(self) -> float:
-        """Decoded tokens per second, all sequences together."""
-        return self.batch / self.step_s
-
-    @property
-    def chunk_seconds(self) -> float:
-        """Model time for the whole batch of 30 s chunks, each with a full answer."""
-        return self.encoder_s + self.prefill_s + self.answer_tokens * self.step_s
-
-    @property
-    def chunk_cpu(self) -> float:
-        return self.encoder_cpu + self.prefill_cpu + self.answer_tokens * self.step_cpu
-
-    @property
-    def rtf(self) -> float:
-        return self.chunk_seconds / (CHUNK_SECONDS * self.batch)
-
-    @property
-    def rtf_cpu(self) -> float:
-        """Real-time factor counted in CPU seconds (the wall figure with the machine to
-        itself and one thread; with more threads, divide by the speed-up they give)."""
-        return self.chunk_cpu / (CHUNK_SECONDS * self.batch)
+# ------------------------------------------------------------- the random E2B folder
 
 
 def _fill_random(model: Any) -> None:
@@ -234,11 +160,23 @@ def _fill_random(model: Any) -> None:
                 param.fill_(1.0)
 
 
+def e2b_bench_config() -> Any:
+    """E2B's configuration, with the two special ids the stand-in tokenizer places
+    elsewhere (``<start_of_image>``, ``<start_of_audio>``; see :func:`e2b_processor`)."""
+    from subplug.backends.gemma3n import e2b_config
+    from subplug.testing.tiny import SPECIAL_TOKENS
+
+    config = e2b_config()
+    config.boi_token_id = SPECIAL_TOKENS.index("<start_of_image>")
+    config.boa_token_id = SPECIAL_TOKENS.index("<start_of_audio>")
+    return config
+
+
 def build_random_e2b(dtype: str) -> Any:
     """A random-initialised E2B, audio-only, stored as ``dtype`` requires."""
     import torch
     from subplug import runtime
-    from subplug.backends.gemma3n import audio_only_model_class, e2b_config
+    from subplug.backends.gemma3n import audio_only_model_class
 
     try:
         from transformers.initialization import no_init_weights
@@ -247,7 +185,7 @@ def build_random_e2b(dtype: str) -> Any:
 
     with no_init_weights():
         model = audio_only_model_class()._from_config(
-            e2b_config(), dtype=runtime.torch_dtype(dtype), attn_implementation="sdpa"
+            e2b_bench_config(), dtype=runtime.torch_dtype(dtype), attn_implementation="sdpa"
         )
     model.tie_weights()  # skipped with the initialisation: the head is the embedding
     _fill_random(model)
@@ -256,256 +194,431 @@ def build_random_e2b(dtype: str) -> Any:
     return model
 
 
-def load_checkpoint(folder: Path, dtype: str) -> Any:
-    """Load a saved checkpoint the way the backend does (audio-only class, SDPA), then
-    read every weight once: safetensors maps the file lazily, so without this the first
-    generation would pay for reading the weights."""
-    import torch
-    from subplug import runtime
-    from subplug.backends.gemma3n import audio_only_model_class, quiet_loading
-
-    with quiet_loading():
-        model = audio_only_model_class().from_pretrained(
-            folder, dtype=runtime.torch_dtype(dtype), attn_implementation="sdpa"
-        )
-    model.eval()
-    with torch.no_grad():
-        for param in model.parameters():
-            param.view(-1)[:: max(1, 4096 // param.element_size())].sum()
-    return model
-
-
-def e2b_inputs(batch: int, dtype: Any) -> dict[str, Any]:
-    """Model inputs shaped like subplug's: the chat template around 188 audio tokens and
-    the combined instruction (real Gemma ids for the special tokens, arbitrary text ids),
-    with 30 s of mel features per item (plus the backend's masked padding)."""
-    import torch
-
-    generator = torch.Generator().manual_seed(1)
-
-    def text(n: int) -> list[int]:
-        return torch.randint(1000, 200_000, (n,), generator=generator).tolist()
-
-    bos, start_turn, end_turn, boa, eoa, audio = 2, 105, 106, 256000, 262272, 262273
-    prompt = (
-        [bos, start_turn, *text(2), *text(1), boa]
-        + [audio] * 188
-        + [eoa, *text(1), *text(16), end_turn, *text(1), start_turn, *text(2)]
+def e2b_processor(kept_tokens: int) -> Any:
+    """A ``Gemma3nProcessor`` with E2B's vocabulary layout (262,144 text ids, the vision
+    and audio blocks after them) built offline: the tiny model's trained pieces and
+    special tokens first, then ``kept_tokens`` stand-in pieces the English/Mongolian
+    rules keep (Latin letters) and stand-ins they drop (CJK), for the rest."""
+    from subplug.testing import tiny
+    from tokenizers import AddedToken
+    from transformers import (
+        Gemma3nAudioFeatureExtractor,
+        Gemma3nProcessor,
+        GemmaTokenizer,
     )
-    ids = torch.tensor([prompt] * batch)
-    frames = MEL_FRAMES + AUDIO_PAD_FRAMES
-    features = torch.randn(batch, frames, 128, generator=generator).to(dtype)
-    mask = torch.zeros(batch, frames, dtype=torch.bool)
-    mask[:, :MEL_FRAMES] = True
-    return {
-        "input_ids": ids,
-        "attention_mask": torch.ones_like(ids),
-        "input_features": features,
-        "input_features_mask": mask,
-    }
+    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+
+    vocab, merges = tiny._train_tokenizer_vocab()
+    text_ids = 262_144
+    first = len(vocab)
+    for i in range(first, text_ids):
+        vocab[f"\u2581w{i}" if i < kept_tokens else f"\u6f22{i}"] = i
+    blocks = ["<end_of_image>", "<image_soft_token>"]
+    blocks += [f"<unused_vision{i}>" for i in range(128 - 2)]
+    blocks += ["<end_of_audio>", "<audio_soft_token>"]
+    blocks += [f"<unused_audio{i}>" for i in range(128 - 2)]
+    for offset, token in enumerate(blocks):
+        vocab[token] = text_ids + offset
+    tokenizer = GemmaTokenizer(
+        vocab=vocab,
+        merges=merges,  # type: ignore[arg-type]
+        add_bos_token=True,
+        add_eos_token=False,
+        extra_special_tokens={
+            "image_token": "<image_soft_token>",
+            "boi_token": "<start_of_image>",
+            "eoi_token": "<end_of_image>",
+            "audio_token": "<audio_soft_token>",
+            "boa_token": "<start_of_audio>",
+            "eoa_token": "<end_of_audio>",
+        },
+        chat_template=tiny.CHAT_TEMPLATE,
+    )
+    specials = [*tiny.SPECIAL_TOKENS, *blocks]
+    tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
+    return Gemma3nProcessor(
+        feature_extractor=Gemma3nAudioFeatureExtractor(),
+        image_processor=SiglipImageProcessorPil(
+            size={"height": 768, "width": 768}, do_normalize=False
+        ),
+        tokenizer=tokenizer,
+        chat_template=tiny.CHAT_TEMPLATE,
+    )
 
 
-def _now() -> tuple[float, float]:
-    return time.perf_counter(), time.process_time()
+def ensure_e2b_folder(folder: Path, kept_tokens: int) -> None:
+    """Build the random E2B checkpoint into ``folder`` when it is not there, and (re)write
+    its stand-in processor for ``kept_tokens``."""
+    import gc
+
+    from subplug.backends.gemma3n import quiet_loading
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / "model.safetensors").is_file():
+        began = time.perf_counter()
+        model = build_random_e2b("bf16-upcast")
+        with quiet_loading():
+            model.save_pretrained(folder)
+        print(f"built and saved a random E2B in {time.perf_counter() - began:.0f} s", flush=True)
+        del model
+        gc.collect()
+    e2b_bench_config().save_pretrained(folder)
+    marker = folder / "bench-kept-tokens.txt"
+    if not marker.is_file() or marker.read_text().strip() != str(kept_tokens):
+        e2b_processor(kept_tokens).save_pretrained(folder)
+        marker.write_text(f"{kept_tokens}\n")
 
 
-class _Stamps:
-    """A logits processor that only records when each generation step's logits arrive
-    (and checks for NaN: the random model must not compute on garbage; -inf is fine,
-    ``min_new_tokens`` puts it on the stop tokens)."""
-
-    def __init__(self) -> None:
-        self.times: list[tuple[float, float]] = []
-        self.finite = True
-
-    def __call__(self, input_ids: Any, scores: Any) -> Any:
-        import torch
-
-        self.times.append(_now())
-        self.finite = self.finite and not bool(torch.isnan(scores).any())
-        return scores
+# -------------------------------------------------------------------- the worker
 
 
-@contextlib.contextmanager
-def _timed(module: Any, into: list[tuple[float, float]]) -> Iterator[None]:
-    """Add the (wall, CPU) seconds every forward call of ``module`` takes to ``into``."""
-    start: list[tuple[float, float]] = []
+def speech_30s() -> Any:
+    """30 s of real speech at 16 kHz (espeak-ng sentences; the packaged clip repeated
+    when espeak-ng is missing)."""
+    import numpy as np
+    from subplug import media, selftest
+    from subplug.errors import SubplugError
 
-    def after(*_: Any) -> None:
-        wall, cpu = _now()
-        began = start.pop()
-        into.append((wall - began[0], cpu - began[1]))
-
-    pre = module.register_forward_pre_hook(lambda *_: start.append(_now()))
-    post = module.register_forward_hook(after)
     try:
-        yield
-    finally:
-        pre.remove()
-        post.remove()
+        from subplug.testing.media import speech
+
+        samples = speech(
+            "The quick brown fox jumps over the lazy dog. We are going to the market "
+            "tomorrow morning to buy bread, milk and apples. Please speak slowly so that "
+            "everyone in the room can understand you. Where birds sing while the river "
+            "flows past old stones under a bright sky. And so, my fellow Americans, ask "
+            "not what your country can do for you; ask what you can do for your country.",
+            voice="en",
+            rate=130,
+        )
+    except SubplugError:
+        samples = media.load_pcm(selftest.speech_clip_path())
+    reps = int(np.ceil(CHUNK_SECONDS * 16000 / len(samples)))
+    return np.tile(samples, reps)[: int(CHUNK_SECONDS * 16000)].astype(np.float32)
 
 
-def measure(model: Any, batch: int, decode_tokens: int, answer_tokens: int) -> Figures:
+def quality_clips() -> list[tuple[Any, str]]:
+    """(samples, source language) of the clips the quality figures use: the packaged
+    clip and espeak-ng speech in English and (Russian voice) Mongolian Cyrillic."""
+    from subplug import media, selftest
+    from subplug.errors import SubplugError
+
+    clips = [(media.load_pcm(selftest.speech_clip_path()), "en")]
+    with contextlib.suppress(SubplugError):
+        from subplug.testing.media import speech
+
+        clips.append((speech("Hello world. How are you today? I am fine.", voice="en"), "en"))
+        clips.append((speech("Сайн байна уу. Өнөөдөр цаг агаар сайхан байна.", voice="ru"), "mn"))
+    return clips
+
+
+def _requests(clips: Sequence[tuple[Any, str]], budget: int) -> list[Any]:
+    from subplug import prompts
+    from subplug.types import AudioChunk, BackendRequest, ChunkSpan
+
+    found = []
+    for index, (samples, source) in enumerate(clips):
+        span = ChunkSpan(index, 0.0, len(samples) / 16000, ())
+        task, instruction, src = prompts.first_request(source, ("en", "mn"))
+        found.append(BackendRequest(AudioChunk(span, samples), instruction, task, src, budget))
+    return found
+
+
+@dataclass
+class Figures:
+    """One batch size's measurements, wall and CPU seconds of this process."""
+
+    batch: int
+    encoder_s: float
+    encoder_cpu: float
+    prefill_s: float
+    prefill_cpu: float
+    step_s: float
+    step_cpu: float
+    answer_tokens: int
+
+    def rtf(self, cpu: bool) -> float:
+        enc, pre, step = (
+            (self.encoder_cpu, self.prefill_cpu, self.step_cpu)
+            if cpu
+            else (self.encoder_s, self.prefill_s, self.step_s)
+        )
+        return (enc + pre + self.answer_tokens * step) / (CHUNK_SECONDS * self.batch)
+
+
+def measure(backend: Any, batch: int, decode_tokens: int, answer_tokens: int) -> Figures:
     """Encoder, prefill and decode figures for one batch of 30 s chunks."""
     import torch
-    from transformers import GenerationConfig, LogitsProcessorList
+    from subplug.backends.decode import DecodeRow, greedy_decode
 
-    inputs = e2b_inputs(batch, next(model.parameters()).dtype)
-    stamps = _Stamps()
-    encoder: list[tuple[float, float]] = []
-    config = GenerationConfig(
-        do_sample=False,
-        max_new_tokens=decode_tokens,
-        min_new_tokens=decode_tokens,
-        eos_token_id=[1, 106],
-        pad_token_id=0,
-    )
-    reset_peak()
-    with torch.inference_mode(), _timed(model.model.audio_tower, encoder):
-        started = _now()
-        model.generate(
-            **inputs, generation_config=config, logits_processor=LogitsProcessorList([stamps])
-        )
-    if not stamps.finite:
-        print("warning: NaN logits; the figures may not be representative")
-    steps = len(stamps.times) - 1
-    first, last = stamps.times[0], stamps.times[-1]
-    enc_wall = sum(w for w, _ in encoder)
-    enc_cpu = sum(c for _, c in encoder)
+    samples = speech_30s()
+    requests = _requests([(samples.copy(), "en") for _ in range(batch)], decode_tokens)
+    started = _now()
+    with torch.inference_mode():
+        audio = [backend.audio_tokens(r) for r in requests]
+        encoded = _now()
+        rows = [
+            DecodeRow(backend.prompt_ids(r.instruction), a, decode_tokens)
+            for r, a in zip(requests, audio, strict=True)
+        ]
+        stamps: list[tuple[float, float]] = []
+        greedy_decode(
+            backend.model, rows, pad_id=backend.pad_id, stop_ids=[],
+            on_step=lambda _n: stamps.append(_now()),
+        )  # fmt: skip
+    steps = max(1, len(stamps) - 1)
     return Figures(
         batch=batch,
-        encoder_s=enc_wall,
-        prefill_s=first[0] - started[0] - enc_wall,
-        step_s=(last[0] - first[0]) / max(1, steps),
-        encoder_cpu=enc_cpu,
-        prefill_cpu=first[1] - started[1] - enc_cpu,
-        step_cpu=(last[1] - first[1]) / max(1, steps),
-        steps=steps,
-        peak=peak_rss(),
+        encoder_s=encoded[0] - started[0],
+        encoder_cpu=encoded[1] - started[1],
+        prefill_s=stamps[0][0] - encoded[0],
+        prefill_cpu=stamps[0][1] - encoded[1],
+        step_s=(stamps[-1][0] - stamps[0][0]) / steps,
+        step_cpu=(stamps[-1][1] - stamps[0][1]) / steps,
         answer_tokens=answer_tokens,
     )
 
 
-def encoder_seconds(model: Any, dtype: Any) -> tuple[float, float]:
-    """The audio tower's (wall, CPU) seconds on one 30 s chunk, run alone."""
-    import torch
-
-    inputs = e2b_inputs(1, dtype)
-    with torch.inference_mode():
-        started = _now()
-        model.model.audio_tower(inputs["input_features"], ~inputs["input_features_mask"])
-        ended = _now()
-    return ended[0] - started[0], ended[1] - started[1]
-
-
-def _row(f: Figures) -> str:
-    return (
-        f"{f.batch:>5} {f.encoder_s:>8.1f} {f.encoder_cpu:>8.1f} {f.prefill_s:>8.1f} "
-        f"{f.prefill_cpu:>8.1f} {f.step_s:>7.2f} {f.step_cpu:>7.2f} {f.tokens_per_s:>6.2f} "
-        f"{f.batch / f.step_cpu:>6.2f} {gib(f.peak):>6} {f.rtf:>6.2f} {f.rtf_cpu:>6.2f}"
-    )
-
-
-HEADER = (
-    f"{'batch':>5} {'enc s':>8} {'enc cpu':>8} {'pre s':>8} {'pre cpu':>8} {'s/step':>7} "
-    f"{'cpu/st':>7} {'tok/s':>6} {'tok/cs':>6} {'peakGi':>6} {'RTF':>6} {'RTFcpu':>6}"
-)
-
-
-def bench_random_init(args: argparse.Namespace) -> None:
-    """Figures for a random-initialised full-size E2B."""
+def worker(args: argparse.Namespace) -> None:
+    """Measure one setting (in a process of its own) and print its figures as JSON."""
     import gc
 
     import torch
-    from subplug import runtime
-    from subplug.backends.gemma3n import quiet_loading
+    from subplug.backends import gemma3n_quant
+    from subplug.backends.gemma3n import Gemma3nBackend
+    from subplug.types import BackendOptions
 
-    dtype = runtime.choose_dtype(args.dtype, "cpu")
-    threads = runtime.configure_threads("cpu", args.threads)
-    print(f"machine: {machine()}")
-    print(f"torch {torch.__version__}, {threads} threads; dtype {dtype}")
-    print(
-        f"answer: {args.answer_tokens} tokens per 30 s chunk (bilingual); decode measured "
-        f"over {args.decode_tokens} steps"
-    )
-    folder: Path | None = args.checkpoint
-    if folder is None or not (folder / "config.json").is_file():
-        started = _now()
-        model = build_random_e2b(dtype)
-        built = _now()
-        print(
-            f"built a random E2B in {built[0] - started[0]:.1f} s "
-            f"({built[1] - started[1]:.1f} CPU s); resident {gib(rss())} GiB",
-            flush=True,
+    quantize, vocab = SETTINGS[args.setting]
+    dtype = args.baseline_dtype if quantize == "none" else "auto"
+    reset_peak()
+    began = _now()
+    backend = Gemma3nBackend(
+        BackendOptions(
+            model=str(args.model_folder), device="cpu", dtype=dtype, quantize=quantize,
+            vocab=vocab, threads=args.threads, batch_size=max(args.batch_sizes),
         )
-        if folder is not None:
-            with quiet_loading():
-                model.save_pretrained(folder)
-            print(f"saved to {folder} in {time.perf_counter() - built[0]:.1f} s", flush=True)
-            del model
-            gc.collect()
-    if folder is not None:
-        reset_peak()
-        started = _now()
-        model = load_checkpoint(folder, dtype)
-        loaded = _now()
-        print(
-            f"loaded {folder} (audio-only, {dtype}) in {loaded[0] - started[0]:.1f} s "
-            f"({loaded[1] - started[1]:.1f} CPU s); resident {gib(rss())} GiB, "
-            f"peak while loading {gib(peak_rss())} GiB",
-            flush=True,
-        )
-    runtime.apply_compute_policy(model, dtype)
-    params = sum(p.numel() for p in model.parameters())
-    vision = sum(p.numel() for n, p in model.named_parameters() if "vision_tower" in n)
-    print(f"E2B audio-only: {params / 1e9:.3f} B parameters (vision tower: {vision})")
-    rows: list[Figures] = []
-    print(HEADER, flush=True)
-    for batch in args.batch_sizes:
-        rows.append(measure(model, batch, args.decode_tokens, args.answer_tokens))
-        print(_row(rows[-1]), flush=True)
-    if args.compare and dtype in ("bfloat16", "bf16-upcast"):
-        first = rows[0] if rows and rows[0].batch == 1 else None
-        compare(model, dtype, first, args)
-
-
-def compare(model: Any, dtype: str, measured: Figures | None, args: argparse.Namespace) -> None:
-    """The other bf16 compute mode at batch 1 (same weights, same process), and the audio
-    encoder in float32, as ratios (of CPU seconds) to ``dtype``'s figures."""
-    import torch
-    from subplug import runtime
-
-    if measured is None:
-        measured = measure(model, 1, args.decode_tokens, args.answer_tokens)
-    if dtype == "bf16-upcast":
-        for module in model.modules():  # drop the upcasting forwards: native bfloat16
-            module.__dict__.pop("forward", None)
-        other_name = "bfloat16"
+    )  # fmt: skip
+    loaded = _now()
+    gc.collect()
+    result: dict[str, Any] = {
+        "setting": args.setting,
+        "describe": {
+            k: v
+            for k, v in backend.describe().items()
+            if isinstance(v, (str, int, float, type(None)))
+        },
+        "load_s": loaded[0] - began[0],
+        "load_cpu": loaded[1] - began[1],
+        "load_peak": peak_rss(),
+        "resident": rss(),
+        "threads": torch.get_num_threads(),
+        "machine": machine(),
+        "rows": [],
+    }
+    if args.mode == "pipeline":
+        result["pipeline"] = pipeline_figures(backend, args)
     else:
-        runtime.apply_compute_policy(model, "bf16-upcast")
-        other_name = "bf16-upcast"
-    other = measure(model, 1, args.decode_tokens, args.answer_tokens)
-    print(f"same weights, {other_name} compute, batch 1 (CPU-seconds ratio to {dtype}):")
-    print(HEADER)
-    print(_row(other))
+        for batch in args.batch_sizes:
+            figures = measure(backend, batch, args.decode_tokens, args.answer_tokens)
+            result["rows"].append(asdict(figures))
+            print(json.dumps({"progress": asdict(figures)}), flush=True)
+        if args.reference is not None:
+            requests = _requests(quality_clips(), 64)
+            if args.write_reference:
+                answers = gemma3n_quant.reference_answers(backend, requests)
+                torch.save(answers, args.reference)
+            elif args.reference.is_file():
+                answers = torch.load(args.reference)
+                result["quality"] = gemma3n_quant.agreement(backend, requests, answers).to_json()
+    result["peak"] = peak_rss()
+    print(json.dumps({"result": result}), flush=True)
+
+
+# ------------------------------------------------------------------ pipeline mode
+
+
+def pipeline_figures(backend: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """The whole pipeline on ``args.media`` with an already loaded backend."""
+    from subplug import prompts
+    from subplug.engine import Engine
+    from subplug.selftest import make_video, speech_clip_path
+    from subplug.types import GenerateOptions, JobEvent
+
+    if args.random_init:
+        per_second = args.answer_tokens / CHUNK_SECONDS
+        real_budget = prompts.max_new_tokens_for
+
+        def held(seconds: float, task: Any) -> int:
+            """A real answer's length: random weights never stop by themselves."""
+            share = 1.0 if task is prompts.Task.BOTH else 0.5
+            return min(real_budget(seconds, task), max(8, round(per_second * share * seconds)))
+
+        prompts.max_new_tokens_for = held  # type: ignore[assignment]
+    with tempfile.TemporaryDirectory(prefix="subplug-bench-") as tmp:
+        work = Path(tmp)
+        media = args.media or make_video(speech_clip_path(), work / "clip.mp4")
+        options = GenerateOptions(
+            source=args.source, formats=("ass", "srt"), out_dir=work, resume=False,
+            backend_options=backend.options,
+        )  # fmt: skip
+        marks: list[tuple[str, float, float]] = []
+
+        def on_event(event: JobEvent) -> None:
+            if event.kind == "stage":
+                marks.append((str(event.data["stage"]), *_now()))
+
+        with Engine(events=on_event, backend=backend) as engine:
+            started = _now()
+            tracks = engine.generate(Path(media), options)
+            marks.append(("write", *_now()))
+            engine.write(tracks, options)
+            marks.append(("end", *_now()))
+    stages = {}
+    for (name, wall, cpu), (_n, wall2, cpu2) in zip(marks, marks[1:], strict=False):
+        stages[name] = (wall2 - wall, cpu2 - cpu)
+    return {
+        "media": str(media),
+        "duration": tracks.duration,
+        "chunks": len(tracks.transcripts),
+        "wall": marks[-1][1] - started[0],
+        "cpu": marks[-1][2] - started[1],
+        "stages": stages,
+    }
+
+
+# -------------------------------------------------------------------- the parent
+
+
+def run_setting(args: argparse.Namespace, setting: str, extra: Sequence[str]) -> dict[str, Any]:
+    """Run :func:`worker` for ``setting`` in a new process; its result."""
+    env = dict(os.environ, **isa_env(args.isa))
+    command = [
+        sys.executable, str(HERE / "rtf.py"), "--worker", setting,
+        "--model-folder", str(args.model_folder), "--batch-sizes",
+        ",".join(str(b) for b in args.batch_sizes), "--decode-tokens", str(args.decode_tokens),
+        "--answer-tokens", str(args.answer_tokens), "--baseline-dtype", args.baseline_dtype,
+        "--source", args.source, *extra,
+    ]  # fmt: skip
+    if args.threads:
+        command += ["--threads", str(args.threads)]
+    if args.random_init:
+        command += ["--random-init", args.random_init]
+    if args.media is not None:
+        command.append(str(args.media))
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
+    assert process.stdout is not None
+    result: dict[str, Any] = {}
+    for line in process.stdout:
+        if not line.startswith("{"):
+            print(line, end="")
+            continue
+        data = json.loads(line)
+        if "progress" in data:
+            row = data["progress"]
+            print(f"  {setting}: batch {row['batch']} measured", flush=True)
+        else:
+            result = data["result"]
+    if process.wait() != 0 or not result:
+        print(f"{setting}: the measuring process failed (exit {process.returncode})")
+        return {}
+    return result
+
+
+def print_model_table(results: list[dict[str, Any]]) -> None:
+    base = results[0]
+    print(f"\nmachine: {base['machine']}")
+    print(f"threads: {base['threads']}; answer {base['rows'][0]['answer_tokens']} tokens / 30 s")
     print(
-        f"  encoder {other.encoder_cpu / measured.encoder_cpu:.2f}x, prefill "
-        f"{other.prefill_cpu / measured.prefill_cpu:.2f}x, decode step "
-        f"{other.step_cpu / measured.step_cpu:.2f}x, RTF {other.rtf_cpu / measured.rtf_cpu:.2f}x",
-        flush=True,
+        "\n| setting | batch | encoder s (CPU) | prefill s (CPU) | s/step (CPU) | RTF wall "
+        "| RTF CPU | × baseline (CPU) | load s | peak GiB | resident GiB |"
     )
-    for module in model.modules():
-        module.__dict__.pop("forward", None)
-    native_encoder = encoder_seconds(model, next(model.parameters()).dtype)
-    model.model.audio_tower.float()
-    fp32_encoder = encoder_seconds(model, torch.float32)
-    print(
-        f"audio encoder alone, one 30 s chunk: bfloat16 {native_encoder[0]:.1f} s "
-        f"({native_encoder[1]:.1f} CPU s), float32 {fp32_encoder[0]:.1f} s "
-        f"({fp32_encoder[1]:.1f} CPU s): float32/bfloat16 "
-        f"{fp32_encoder[1] / native_encoder[1]:.2f}x",
-        flush=True,
-    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    base_rtf = {r["batch"]: Figures(**r).rtf(True) for r in base["rows"]}
+    for result in results:
+        for row in result["rows"]:
+            f = Figures(**row)
+            ratio = f.rtf(True) / base_rtf[f.batch] if f.batch in base_rtf else float("nan")
+            print(
+                f"| {result['setting']} | {f.batch} | {f.encoder_s:.1f} ({f.encoder_cpu:.1f}) "
+                f"| {f.prefill_s:.1f} ({f.prefill_cpu:.1f}) | {f.step_s:.3f} ({f.step_cpu:.3f}) "
+                f"| {f.rtf(False):.2f} | {f.rtf(True):.2f} | {ratio:.2f} | "
+                f"{result['load_s']:.0f} | {gib(result['peak'])} | {gib(result['resident'])} |"
+            )
+    quality = [r for r in results if "quality" in r]
+    if quality:
+        print("\n| setting | steps | top-1 agreement | logit cosine | reference choice kept |")
+        print("|---|---:|---:|---:|---:|")
+        for r in quality:
+            q = r["quality"]
+            print(
+                f"| {r['setting']} | {q['steps']} | {100 * q['top1']:.1f} % | "
+                f"{q['cosine']:.4f} | {100 * q['in_kept']:.1f} % |"
+            )
+    for r in results:
+        d = r["describe"]
+        print(
+            f"{r['setting']}: {d.get('quantize')} ({d.get('kernel')}), dtype {d.get('dtype')}, "
+            f"kept tokens {d.get('kept_tokens')}, loaded in {r['load_s']:.0f} s "
+            f"({r['load_cpu']:.0f} CPU s), peak while loading {gib(r['load_peak'])} GiB"
+        )
+
+
+def print_pipeline_table(results: list[dict[str, Any]]) -> None:
+    base = results[0]
+    print(f"\nmachine: {base['machine']}; threads {base['threads']}")
+    p = base["pipeline"]
+    print(f"media: {p['media']} ({p['duration']:.1f} s, {p['chunks']} chunks)")
+    names = list(p["stages"])
+    print("\n| setting | " + " | ".join(f"{n} s (CPU)" for n in names)
+          + " | RTF wall | RTF CPU | × baseline (CPU) | peak GiB |")  # fmt: skip
+    print("|---|" + "---:|" * (len(names) + 4))
+    for r in results:
+        q = r["pipeline"]
+        cells = [f"{q['stages'].get(n, (0, 0))[0]:.1f} ({q['stages'].get(n, (0, 0))[1]:.1f})"
+                 for n in names]  # fmt: skip
+        rtf_cpu = q["cpu"] / q["duration"]
+        print(
+            f"| {r['setting']} | " + " | ".join(cells) + f" | {q['wall'] / q['duration']:.2f} | "
+            f"{rtf_cpu:.2f} | {rtf_cpu / (p['cpu'] / p['duration']):.2f} | {gib(r['peak'])} |"
+        )
+
+
+def parent(args: argparse.Namespace) -> None:
+    settings = [s.strip() for s in args.settings.split(",") if s.strip()]
+    unknown = [s for s in settings if s not in SETTINGS]
+    if unknown:
+        raise SystemExit(f"unknown settings: {', '.join(unknown)} (known: {', '.join(SETTINGS)})")
+    if args.random_init:
+        if args.checkpoint is None:
+            raise SystemExit("--random-init needs --checkpoint DIR (about 10 GB, reused)")
+        ensure_e2b_folder(args.checkpoint, args.kept_tokens)
+        args.model_folder = args.checkpoint
+    elif args.tiny:
+        from subplug.testing.tiny import build_tiny_model
+
+        args.model_folder = build_tiny_model(Path(tempfile.mkdtemp(prefix="bench-tiny-")))
+    else:
+        args.model_folder = args.model
+    print(f"machine: {machine()}", flush=True)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench-quality-") as tmp:
+        reference = Path(tmp) / "reference.pt"
+        for index, setting in enumerate(settings):
+            extra: list[str] = ["--pipeline"] if args.mode == "pipeline" else []
+            if args.quality and args.mode == "model":
+                extra += ["--reference", str(reference)]
+                if index == 0:
+                    extra.append("--write-reference")
+            print(f"measuring {setting} …", flush=True)
+            result = run_setting(args, setting, extra)
+            if result:
+                results.append(result)
+    if not results:
+        return
+    if args.mode == "pipeline":
+        print_pipeline_table(results)
+    else:
+        print_model_table(results)
 
 
 # ------------------------------------------------------------------------------ main
@@ -521,37 +634,42 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", help="cache name or folder (pipeline mode)")
     parser.add_argument("--tiny", action="store_true", help="use the tiny offline model")
     parser.add_argument("--random-init", choices=["e2b"], help="random-initialised full size")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--checkpoint", type=Path, help="random-init: folder for the checkpoint")
+    parser.add_argument("--settings", default="none,int8-trim,int4-trim")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--source", default="en", choices=["auto", "en", "mn"])
-    parser.add_argument("--batch-size", type=int, default=None, help="pipeline mode")
-    parser.add_argument(
-        "--batch-sizes", type=_ints, default=[1, 4, 16], metavar="N,N", help="random-init mode"
-    )
+    parser.add_argument("--batch-sizes", type=_ints, default=[1, 4, 8], metavar="N,N")
     parser.add_argument("--decode-tokens", type=int, default=16, metavar="N")
     parser.add_argument("--answer-tokens", type=int, default=240, metavar="N")
-    parser.add_argument("--compare", action="store_true", help="also the other bf16 mode / fp32")
-    parser.add_argument(
-        "--checkpoint",
-        type=Path,
-        help="random-init mode: save the random model here (about 10 GB) and load it back "
-        "to time loading; reused when it already holds one",
-    )
+    parser.add_argument("--kept-tokens", type=int, default=131_072, metavar="N")
+    parser.add_argument("--quality", action="store_true", help="agreement with the baseline")
+    parser.add_argument("--isa", choices=("native", "avx2"), default="native")
+    parser.add_argument("--pipeline", action="store_true", help="whole pipeline on MEDIA")
+    # used by the parent to start a measuring process
+    parser.add_argument("--worker", dest="setting", help=argparse.SUPPRESS)
+    parser.add_argument("--model-folder", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--baseline-dtype", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--reference", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--write-reference", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if not (args.random_init or args.model or args.tiny):
+    if not (args.random_init or args.model or args.tiny or args.setting):
         parser.error("give --model NAME|PATH, --tiny or --random-init e2b")
     if args.decode_tokens < 2:
         parser.error("--decode-tokens must be at least 2")
+    args.mode = "pipeline" if (args.pipeline or args.media is not None) else "model"
+    if args.baseline_dtype is None:
+        args.baseline_dtype = "bf16-upcast" if args.isa == "avx2" else "auto"
+    if args.mode == "pipeline" and args.random_init and args.source == "auto":
+        parser.error("with --random-init the pipeline needs --source en or mn")
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
-    if args.random_init:
-        bench_random_init(args)
+    if args.setting:
+        worker(args)
     else:
-        bench_pipeline(args)
+        parent(args)
     return 0
 
 

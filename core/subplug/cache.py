@@ -634,6 +634,17 @@ def build_model(
     return _entry_for(root / name)
 
 
+def update_derived(name: str, changes: Mapping[str, Any]) -> Manifest:
+    """Add ``changes`` to entry ``name`` 's :attr:`Manifest.derived` (e.g. quality
+    figures measured after it was made); the manifest is replaced atomically."""
+    root = _writable_models_dir()
+    with _name_locks([name]):
+        manifest = _require_manifest(name)
+        updated = replace(manifest, derived={**(manifest.derived or {}), **changes})
+        _write_manifest(root / name, updated)
+    return updated
+
+
 def find_derived(source: str, **wanted: Any) -> ResolvedModel | None:
     """A complete entry made from entry ``source`` whose :attr:`Manifest.derived`
     matches every ``wanted`` key (e.g. ``quantize="int8-trim"``, ``from_contents=…``),

@@ -128,6 +128,32 @@ def add_engine_arguments(
     )
 
 
+def add_precision_arguments(parser: argparse._ActionsContainer) -> None:
+    """Add ``--dtype``, ``--quantize`` and ``--vocab``: how the model's numbers are
+    stored and computed (docs/performance.md has the figures behind the defaults)."""
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "bf16", "fp16", "fp32", "bf16-upcast"],
+        help="float precision of an unquantised model (default: the fastest measured for "
+        "the device; bf16-upcast: CPU, bf16 weights with float32 matrix products)",
+    )
+    parser.add_argument(
+        "--quantize",
+        default="auto",
+        choices=["auto", "none", "int8", "int4"],
+        help="store the large matrices as integers (default auto: int8 on a CPU, none on "
+        "a GPU; int4: about half int8's memory, slower)",
+    )
+    parser.add_argument(
+        "--vocab",
+        default="auto",
+        choices=["auto", "full", "en-mn"],
+        help="en-mn keeps only the tokens English and Mongolian need (default auto: "
+        "en-mn whenever the model is quantised)",
+    )
+
+
 def add_bottom_argument(parser: argparse._ActionsContainer, *, where: str = "") -> None:
     """Add ``--bottom``, the language shown at the bottom of bilingual subtitles;
     ``where`` ends its help's first part (" in the .ass")."""
@@ -142,13 +168,7 @@ def add_bottom_argument(parser: argparse._ActionsContainer, *, where: str = "") 
 def _setup_generate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("media", nargs="+", type=Path, metavar="MEDIA", help="audio or video files")
     add_engine_arguments(parser, detects="per chunk", formats=True, model_default="gemma3n-en-mn")
-    parser.add_argument(
-        "--dtype",
-        default="auto",
-        choices=["auto", "bf16", "fp16", "fp32", "bf16-upcast"],
-        help="compute precision (default: the fastest measured for the device; "
-        "bf16-upcast: CPU, bf16 weights with float32 matrix products)",
-    )
+    add_precision_arguments(parser)
     parser.add_argument(
         "--batch-size",
         type=int,
@@ -250,6 +270,8 @@ def _generate_options(args: argparse.Namespace) -> Any:
             model=args.model,
             device=args.device,
             dtype=args.dtype,
+            quantize=args.quantize,
+            vocab=args.vocab,
             batch_size=args.batch_size,
             merge_adapter=not args.no_merge,
         ),

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from subplug import __version__, plugins, prompts
+from subplug import __version__, plugins
 from subplug.errors import Cancelled, SubplugError
 from subplug.journal import (
     Journal,
@@ -27,12 +27,10 @@ from subplug.types import (
     SAMPLE_RATE,
     AudioChunk,
     Backend,
-    BackendRequest,
     ChunkSpan,
     GenerateOptions,
     JobEvent,
     SubtitleFormat,
-    Task,
     Track,
     Tracks,
     Transcript,
@@ -41,8 +39,6 @@ from subplug.types import (
 SOURCES = ("auto", "en", "mn")
 #: How messages name each language.
 LANGUAGE_NAMES = {"en": "English", "mn": "Mongolian"}
-#: Chunks sent to the backend per call (and journaled together).
-DEFAULT_GROUP = 8
 
 EventSink = Callable[[JobEvent], None]
 
@@ -351,6 +347,12 @@ class Engine:
         options: GenerateOptions,
         journal: Journal | None,
     ) -> list[Transcript]:
+        """Transcripts for every planned chunk: from the journal where an earlier run
+        finished them, else from the backend, in groups of the backend's batch size with
+        the longest chunks (the longest answers) together, so a batch does not decode
+        many steps for one long answer while the others wait."""
+        from subplug.transcribe import batch_size_of, transcribe
+
         done = journal.load() if journal is not None else {}
         results: dict[int, Transcript] = {}
         for span in plan:
@@ -361,13 +363,23 @@ class Engine:
         todo = [span for span in plan if span.index not in results]
         self._progress(media, len(results), len(plan), resumed)
         if todo:
-            self.emit("stage", media, stage="transcribe", chunks=len(todo), resumed=resumed)
             backend = self.backend(options)
-            group = options.backend_options.batch_size or DEFAULT_GROUP
+            self.emit("stage", media, stage="transcribe", chunks=len(todo), resumed=resumed)
+            group = batch_size_of(backend, options.backend_options.batch_size)
+            todo.sort(key=lambda span: (-span.duration, span.index))
             try:
                 for batch in _batches(todo, group):
+                    finished = len(results)
                     chunks = [_chunk(samples, span) for span in batch]
-                    new = self._run_batch(backend, chunks, options)
+
+                    def moved(
+                        fraction: float, finished: int = finished, size: int = len(batch)
+                    ) -> None:
+                        self._progress(media, finished, len(plan), resumed, partial=fraction * size)
+
+                    new = transcribe(
+                        backend, chunks, options.source, options.targets, progress=moved
+                    )
                     if journal is not None:
                         journal.append(
                             (
@@ -388,43 +400,14 @@ class Engine:
                 ) from None
         return [results[span.index] for span in plan]
 
-    def _run_batch(
-        self, backend: Backend, chunks: Sequence[AudioChunk], options: GenerateOptions
-    ) -> list[Transcript]:
-        first = [
-            _request(chunk, *prompts.first_request(options.source, options.targets))
-            for chunk in chunks
-        ]
-        answers = _answers(backend, first)
-        parsed: list[tuple[str | None, dict[str, str], list[str]]] = []
-        followups: list[tuple[int, BackendRequest]] = []
-        for i, (request, answer) in enumerate(zip(first, answers, strict=True)):
-            texts = prompts.parse_output(answer, request.task, request.source)
-            source = request.source
-            if source is None:
-                source = prompts.detect_language(" ".join(texts.values()))
-                texts = {source: " ".join(texts.values())} if source and texts else texts
-            parsed.append((source, dict(texts), [answer]))
-            missing = [t for t in options.targets if t not in texts]
-            if source and missing and texts.get(source):
-                step = prompts.followup_request(source, options.targets)
-                if step is not None:
-                    followups.append((i, _request(chunks[i], *step)))
-        if followups:
-            more = _answers(backend, [request for _, request in followups])
-            for (i, request), answer in zip(followups, more, strict=True):
-                source, texts, raw = parsed[i]
-                for lang, text in prompts.parse_output(answer, request.task, source).items():
-                    texts.setdefault(lang, text)
-                raw.append(answer)
-        return [
-            Transcript(chunk.span, source, texts, tuple(raw))
-            for chunk, (source, texts, raw) in zip(chunks, parsed, strict=True)
-        ]
-
-    def _progress(self, media: Path, done: int, total: int, resumed: int) -> None:
+    def _progress(
+        self, media: Path, done: int, total: int, resumed: int, *, partial: float = 0.0
+    ) -> None:
+        """A ``progress`` event: ``done`` whole chunks, ``percent`` of the whole job with
+        the ``partial`` chunks of the batch in work (tokens generated so far)."""
         files, index = self._job["files"], self._job["index"]
-        fraction = (index + (done / total if total else 1.0)) / max(files, 1)
+        share = (done + partial) / total if total else 1.0
+        fraction = (index + min(1.0, share)) / max(files, 1)
         self.emit(
             "progress",
             media,
@@ -474,26 +457,6 @@ def _track_warnings(
             )
             found.append(("cues-dropped", message, {"lang": lang, "count": len(dropped)}))
     return found
-
-
-def _request(chunk: AudioChunk, task: Task, instruction: str, source: str | None) -> BackendRequest:
-    return BackendRequest(
-        chunk=chunk,
-        instruction=instruction,
-        task=task,
-        source=source,
-        max_new_tokens=prompts.max_new_tokens_for(chunk.duration, task),
-    )
-
-
-def _answers(backend: Backend, requests: Sequence[BackendRequest]) -> list[str]:
-    """The backend's answers, checked: one string per request (a plugin bug otherwise)."""
-    answers = list(backend.generate(requests))
-    if len(answers) != len(requests):
-        raise RuntimeError(
-            f"backend {backend.name!r} returned {len(answers)} answers for {len(requests)} requests"
-        )
-    return answers
 
 
 def _chunk(samples: Any, span: ChunkSpan) -> AudioChunk:

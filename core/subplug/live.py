@@ -912,12 +912,9 @@ def transcribe_chunk(
     Uses the same prompts and parsing as ``generate`` (one combined request for a known
     source; transcribe, detect, then translate for ``auto``).
     """
-    from subplug.engine import Engine
-    from subplug.types import GenerateOptions
+    from subplug.transcribe import transcribe
 
-    options = GenerateOptions(source=source, targets=("en", "mn"))
-    engine = Engine(events=lambda event: None, backend=backend)
-    (transcript,) = engine._run_batch(backend, [chunk], options)
+    (transcript,) = transcribe(backend, [chunk], source, ("en", "mn"))
     return dict(transcript.texts), transcript.source_lang
 
 

@@ -285,7 +285,6 @@ def test_token_loop_detection() -> None:
 def test_a_crafted_looping_output_is_stopped_and_trimmed(
     merged: Gemma3nBackend, requests: list[BackendRequest], caplog: pytest.LogCaptureFixture
 ) -> None:
-    import torch
 
     tok = merged.tokenizer
     good = tok.encode("Hello world. ", add_special_tokens=False)

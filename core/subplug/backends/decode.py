@@ -106,16 +106,20 @@ def _prompt_embeddings(
     ``Gemma3nModel.forward`` computes them for audio prompts."""
     inner = model.model
     config = model.config
-    vision_low = inner.embed_vision.vocab_offset
-    audio_low = inner.embed_audio.vocab_offset
-    if bool(((ids >= vision_low) & (ids < audio_low)).any()):
-        raise ValueError("prompts with image tokens are not supported")
     embeds = inner.get_input_embeddings()(ids)
     per_layer = inner.language_model.get_per_layer_inputs(ids)
-    audio_block = ids >= audio_low
-    dummy = audio_low + inner.embed_audio.vocab_size - 1
-    hard = inner.embed_audio(input_ids=torch.where(audio_block, ids, dummy))
-    embeds = torch.where(audio_block.unsqueeze(-1), hard.to(embeds.dtype), embeds)
+    # Ids of the vision and audio blocks take their embedder's hard embeddings (only an
+    # answer fed back, as in sequence_logits, can hold vision ids).
+    for embedder, low, high in (
+        (inner.embed_vision, inner.embed_vision.vocab_offset, inner.embed_audio.vocab_offset),
+        (inner.embed_audio, inner.embed_audio.vocab_offset, None),
+    ):
+        block = ids >= low if high is None else (ids >= low) & (ids < high)
+        if high is not None and not bool(block.any()):
+            continue
+        dummy = low + embedder.vocab_size - 1
+        hard = embedder(input_ids=torch.where(block, ids, dummy))
+        embeds = torch.where(block.unsqueeze(-1), hard.to(embeds.dtype), embeds)
     soft = torch.stack(audio).to(embeds.dtype)
     placeholders = (ids == config.audio_token_id).unsqueeze(-1)
     if int(placeholders.sum()) != soft.shape[0] * soft.shape[1]:

@@ -345,13 +345,33 @@ def _quant_choice(options: BackendOptions, location: ModelLocation, device: str)
     saved = read_spec(location.path)
     if saved is None:
         model_dir = location.base if location.is_adapter else location.path
-        return runtime.choose_quantize(
+        choice = runtime.choose_quantize(
             options.quantize,
             options.vocab,
             device,
             params=runtime.count_params(runtime._load_config(model_dir)),
             dtype_spec=options.dtype,
         )
+        if choice.bits is not None:
+            from subplug.backends import gemma3n_quant
+            from subplug.quant.quality import MIN_AGREEMENT
+
+            copy = gemma3n_quant.find_saved(location.name, choice)
+            top1 = None if copy is None else gemma3n_quant.recorded_agreement(copy)
+            if top1 is not None and top1 < MIN_AGREEMENT:
+                if options.quantize.strip().lower() == "auto":
+                    log.warning(
+                        "The %s copy of %s agreed with the float model on only %.1f %% of "
+                        "tokens (subplug models optimize --check); using float weights.",
+                        choice.name, location.name, 100 * top1,
+                    )  # fmt: skip
+                    return runtime.QuantChoice(None, False, None)
+                log.warning(
+                    "The %s copy of %s agreed with the float model on only %.1f %% of "
+                    "tokens; using it because --quantize %s was asked for.",
+                    choice.name, location.name, 100 * top1, options.quantize,
+                )  # fmt: skip
+        return choice
     wanted = options.quantize.strip().lower()
     stored = f"int{saved.bits}"
     if wanted not in ("auto", stored) or runtime.device_kind(device) != "cpu":
@@ -466,6 +486,7 @@ class Gemma3nBackend:
         self.vision_params_skipped = checkpoint_vision_params(model_dir)
         self.vision_bytes_saved = self.vision_params_skipped * runtime.dtype_bytes(self.dtype_name)
         self.batch_size = options.batch_size or runtime.choose_batch_size(estimate, self.device)
+        self._use_greedy_generation()
         self._prompts: dict[str, str] = {}
         self._audio = AudioCache()
         self.load_seconds = time.monotonic() - started
@@ -504,6 +525,25 @@ class Gemma3nBackend:
             self.merged = True
             return peft_model.merge_and_unload()
         return peft_model
+
+    def _use_greedy_generation(self) -> None:
+        """Replace the checkpoint's generation defaults (the real ones sample) with greedy
+        decoding that stops on ``<eos>`` and ``<end_of_turn>``: subplug decodes with its
+        own loop (:mod:`subplug.backends.decode`), and anyone calling the model's
+        ``generate`` (tests, comparisons) gets the same greedy decoding."""
+        from transformers import GenerationConfig
+
+        config = GenerationConfig(
+            bos_token_id=self.tokenizer.bos_token_id,
+            eos_token_id=self.stop_ids,
+            pad_token_id=self.pad_id,
+            do_sample=False,
+            num_beams=1,
+        )
+        base = getattr(self.model, "get_base_model", None)
+        if base is not None:
+            base().generation_config = config
+        self.model.generation_config = config
 
     # -- Backend protocol
 

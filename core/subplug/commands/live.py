@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from subplug.cli import add_engine_arguments
+from subplug.cli import add_engine_arguments, add_precision_arguments
 from subplug.live import LiveOptions
 
 _DEFAULTS = LiveOptions()
@@ -51,12 +51,7 @@ def setup(parser: argparse.ArgumentParser) -> None:
         source_default=_DEFAULTS.source,
         backend_default=_DEFAULTS.backend,
     )
-    model.add_argument(
-        "--dtype",
-        default="auto",
-        choices=["auto", "bf16", "fp16", "fp32"],
-        help="compute precision (default: best for the device)",
-    )
+    add_precision_arguments(model)
     model.add_argument(
         "--threads",
         type=int,
@@ -128,7 +123,12 @@ def options_from_args(args: argparse.Namespace) -> LiveOptions:
             source=args.source,
             backend=args.backend,
             backend_options=BackendOptions(
-                model=args.model, device=args.device, dtype=args.dtype, threads=args.threads
+                model=args.model,
+                device=args.device,
+                dtype=args.dtype,
+                quantize=args.quantize,
+                vocab=args.vocab,
+                threads=args.threads,
             ),
             vad_threshold=args.vad_threshold,
             min_silence=args.min_silence,

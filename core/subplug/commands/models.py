@@ -90,6 +90,22 @@ def setup(parser: argparse.ArgumentParser) -> None:
     p.add_argument("names", nargs="*", metavar="NAME", help="default: every complete model")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
+    p = sub.add_parser(
+        "optimize",
+        help="make a quantised copy for fast, small CPU runs (what generate uses on a CPU)",
+        description="Make a quantised copy of a model in the cache: int8 (or int4) weights "
+        "and, with --vocab en-mn, only the tokens English and Mongolian need. It is built "
+        "while the model is read, without holding the float model, and saved as "
+        "NAME-int8-trim; generate then loads it on a CPU (it would otherwise make it on "
+        "first use). --check measures how often it picks the same token as the float "
+        "model (needs the float model's memory once).",
+    )
+    p.add_argument("name", nargs="?", default=None, help=f"default: {cache.DEFAULT_MODEL}")
+    p.add_argument("--quantize", default="int8", choices=["int8", "int4"])
+    p.add_argument("--vocab", default="en-mn", choices=["en-mn", "full"])
+    p.add_argument("--check", action="store_true", help="measure agreement with the float model")
+    p.add_argument("--force", action="store_true", help="make the copy again")
+
     p = sub.add_parser("rm", help="remove a model from the cache")
     p.add_argument("name", help="cache name")
     p.add_argument("--force", action="store_true", help="remove a base that adapters still use")
@@ -103,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
         "export": _export,
         "list": _list,
         "verify": _verify,
+        "optimize": _optimize,
         "rm": _rm,
     }
     return handlers[args.models_command](args)
@@ -171,10 +188,11 @@ def _list(args: argparse.Namespace) -> int:
     for e in entries:
         name = e.name + (" *" if e.name == cache.DEFAULT_MODEL else "")
         state = "[green]complete[/]" if e.complete else f"[yellow]{e.state}[/]"
+        derived = e.derived or {}
         table.add_row(
-            name,
-            e.kind or "?",
-            e.base or "",
+            escape(name),
+            str(derived.get("quantize") or e.kind or "?"),
+            escape(f"from {derived['from']}" if derived.get("from") else e.base or ""),
             human_size(e.size),
             state,
             (e.revision or "")[:12],
@@ -216,6 +234,47 @@ def _verify(args: argparse.Namespace) -> int:
             "or re-download (`subplug models pull NAME --force`)."
         )
         return 1
+    return 0
+
+
+def _optimize(args: argparse.Namespace) -> int:
+    from subplug.backends import gemma3n_quant
+
+    out = _stdout()
+    name = args.name or cache.DEFAULT_MODEL
+    with _bars() as report:
+        entry, facts = gemma3n_quant.optimize(
+            name,
+            quantize=args.quantize,
+            vocab=args.vocab,
+            check=args.check,
+            force=args.force,
+            progress=report,
+            say=lambda text: out.print(escape(text)),
+        )
+    kept = facts.get("kept_tokens")
+    vocab = (
+        f"{kept:,} of {facts['vocab_size']:,} tokens kept"
+        if kept is not None
+        else "full vocabulary"
+    )
+    out.print(
+        f"[green]✓[/] Made {escape(entry.name)} from {escape(name)} in {facts['seconds']:.0f} s: "
+        f"{args.quantize} weights, {vocab}, {human_size(entry.size)}."
+    )
+    quality = facts.get("quality")
+    if quality is not None:
+        verdict = "[green]kept[/]" if facts["passes"] else "[yellow]below 99 %[/]"
+        out.print(
+            f"Quality: the same next token as the float model at {100 * quality['top1']:.1f} % "
+            f"of {quality['steps']} steps (logit cosine {quality['cosine']:.4f}): {verdict}."
+        )
+        if not facts["passes"]:
+            out.print(
+                "`generate --quantize auto` will not use this copy; --quantize "
+                f"{args.quantize} still can."
+            )
+    out.print(f"`subplug generate` on a CPU now loads it when you use {escape(name)}.")
     return 0
 
 
@@ -295,6 +354,7 @@ def _entry_json(e: ModelEntry) -> dict[str, object]:
         "path": str(e.path),
         "repo_id": e.repo_id,
         "revision": e.revision,
+        "derived": dict(e.derived) if e.derived else None,
     }
 
 

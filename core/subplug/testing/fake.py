@@ -76,12 +76,24 @@ class FakeBackend:
         self.calls: list[list[BackendRequest]] = []
         self.closed = False
 
-    def generate(self, requests: Sequence[BackendRequest]) -> list[str]:
+    def generate(
+        self,
+        requests: Sequence[BackendRequest],
+        *,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[str]:
+        """The scripted answer per request; ``progress(done, total)`` after each one
+        (counted in requests, as the real backend counts tokens)."""
         self.calls.append(list(requests))
         delay = float(os.environ.get("SUBPLUG_FAKE_DELAY") or 0)
-        if delay > 0:
-            time.sleep(delay * len(requests))
-        return [self.script(request) for request in requests]
+        answers = []
+        for done, request in enumerate(requests, start=1):
+            if delay > 0:
+                time.sleep(delay)
+            answers.append(self.script(request))
+            if progress is not None:
+                progress(done, len(requests))
+        return answers
 
     def close(self) -> None:
         self.closed = True

@@ -1,0 +1,157 @@
+"""subplug's greedy decode loop against transformers' ``generate`` on the real tiny
+Gemma 3n with real speech: the same tokens, finished rows leaving the batch, and each
+chunk's audio encoded once."""
+
+from __future__ import annotations
+
+import shutil
+from typing import Any
+
+import numpy as np
+import pytest
+from subplug import prompts
+from subplug.backends import decode
+from subplug.backends.gemma3n import AUDIO_PAD_FRAMES, Gemma3nBackend
+from subplug.testing.media import speech
+from subplug.testing.tiny import build_tiny_model
+from subplug.types import AudioChunk, BackendOptions, BackendRequest, ChunkSpan
+
+torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.skipif(
+    shutil.which("espeak-ng") is None, reason="espeak-ng not installed (apt install espeak-ng)"
+)
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    folder = build_tiny_model(tmp_path_factory.mktemp("decode") / "tiny")
+    loaded = Gemma3nBackend(BackendOptions(model=str(folder), device="cpu", dtype="fp32"))
+    yield loaded
+    loaded.close()
+
+
+@pytest.fixture(scope="module")
+def requests() -> list[BackendRequest]:
+    texts = [("Hello world.", "en", "en"), ("The quick brown fox jumps.", "en", None),
+             ("Сайн байна уу.", "ru", "mn")]  # fmt: skip
+    found = []
+    for index, (text, voice, source) in enumerate(texts):
+        samples = speech(text, voice)
+        task, instruction, src = prompts.first_request(source, ("en", "mn"))
+        span = ChunkSpan(index, 0.0, len(samples) / 16_000, ())
+        found.append(BackendRequest(AudioChunk(span, samples), instruction, task, src, 30 + index))
+    return found
+
+
+def _generate_tokens(backend: Any, requests: list[BackendRequest], budget: int) -> list[list[int]]:
+    inputs = backend.collate([backend.prepare(r) for r in requests])
+    with torch.inference_mode():
+        out = backend.model.generate(**inputs, max_new_tokens=budget)
+    rows = []
+    for row in out[:, inputs["input_ids"].shape[1] :].tolist():
+        cut = []
+        for token in row:
+            if token in backend.stop_ids:
+                break
+            cut.append(token)
+        rows.append(cut)
+    return rows
+
+
+def test_the_loop_decodes_the_same_tokens_as_generate(
+    backend: Any, requests: list[BackendRequest]
+) -> None:
+    budget = 40
+    expected = _generate_tokens(backend, requests, budget)
+    rows = [
+        decode.DecodeRow(backend.prompt_ids(r.instruction), backend.audio_tokens(r), budget)
+        for r in requests
+    ]
+    with torch.inference_mode():
+        got = decode.greedy_decode(
+            backend.model, rows, pad_id=backend.pad_id, stop_ids=backend.stop_ids
+        )
+    assert got == expected
+    # one at a time too: a row's tokens do not depend on its batch
+    for row, want in zip(rows, expected, strict=True):
+        with torch.inference_mode():
+            alone = decode.greedy_decode(
+                backend.model, [row], pad_id=backend.pad_id, stop_ids=backend.stop_ids
+            )
+        assert alone == [want]
+
+
+def test_prompt_ids_and_audio_match_the_processor(
+    backend: Any, requests: list[BackendRequest]
+) -> None:
+    for request in requests:
+        prepared = backend.prepare(request)
+        assert backend.prompt_ids(request.instruction) == prepared.input_ids.tolist()
+        features = np.concatenate(
+            [
+                prepared.features,
+                np.zeros((AUDIO_PAD_FRAMES, prepared.features.shape[1]), np.float32),
+            ]
+        )
+        mask = np.concatenate([prepared.feature_mask, np.zeros(AUDIO_PAD_FRAMES, bool)])
+        with torch.inference_mode():
+            direct = decode.encode_audio(
+                backend.model, torch.from_numpy(features), torch.from_numpy(mask)
+            )
+        assert torch.equal(backend.audio_tokens(request), direct)
+
+
+def test_finished_rows_leave_the_batch_and_budgets_hold(
+    backend: Any, requests: list[BackendRequest]
+) -> None:
+    budgets = [3, 12, 25]
+    rows = [
+        decode.DecodeRow(backend.prompt_ids(r.instruction), backend.audio_tokens(r), b)
+        for r, b in zip(requests, budgets, strict=True)
+    ]
+    active: list[int] = []
+    with torch.inference_mode():
+        got = decode.greedy_decode(
+            backend.model, rows, pad_id=backend.pad_id, stop_ids=[], on_step=active.append
+        )
+    assert [len(g) for g in got] == budgets
+    # three rows until the first budget is spent, then two, then one
+    assert active == [3] * 3 + [2] * 9 + [1] * 13
+
+
+def test_a_chunk_is_encoded_once_for_its_follow_up(
+    backend: Any, requests: list[BackendRequest], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend._audio.clear()
+    calls: list[int] = []
+    encode = decode.encode_audio
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return encode(*args, **kwargs)
+
+    monkeypatch.setattr(decode, "encode_audio", counted)
+    first = requests[1]
+    followup = BackendRequest(
+        first.chunk, prompts.INSTRUCTIONS[5], prompts.Task.TRANSLATE, "en", 16
+    )
+    backend.generate([first])
+    backend.generate([followup])
+    assert len(calls) == 1
+    other = BackendRequest(
+        AudioChunk(first.chunk.span, first.chunk.samples.copy()), first.instruction,
+        first.task, first.source, 16,
+    )  # fmt: skip
+    backend.generate([other])
+    assert len(calls) == 2, "another chunk object with its own samples is encoded"
+
+
+def test_progress_counts_tokens_against_the_budgets(
+    backend: Any, requests: list[BackendRequest]
+) -> None:
+    seen: list[tuple[int, int]] = []
+    backend.generate(requests, progress=lambda done, total: seen.append((done, total)))
+    total = sum(r.max_new_tokens for r in requests)
+    assert seen and all(t == total for _, t in seen)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+    assert seen[-1] == (total, total)
