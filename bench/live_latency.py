@@ -26,14 +26,14 @@ to it.
 ``--model PATH|NAME`` measures a real model folder instead of the tiny one (for example
 on a GPU machine: ``--device cuda``). ``--json FILE`` writes the figures.
 
-``--random-init e2b`` measures a random-initialised, full-size Gemma 3n E2B (built in
-memory as bench/rtf.py does: about 10.5 GiB of RAM as bfloat16; no checkpoint or
-tokenizer is needed). It runs the live engine in this process with a backend made for
-the bench: the real feature extractor and the real prompt layout (188 audio tokens,
-real special-token ids), and exactly as many generated tokens as a real answer would
-have (``--answer-tokens-per-second`` of speech, plus 16 for the combined format), since
-random weights do not stop by themselves; the caption text is then the fake backend's.
-So its timings are the real model's compute; its words mean nothing.
+``--random-init e2b --checkpoint DIR`` measures a random-initialised, full-size Gemma 3n
+E2B (bench/rtf.py's checkpoint folder, built there when missing), loaded by the real
+backend with ``--quantize``/``--vocab`` (default: what ``auto`` picks on this machine). It
+runs the live engine in this process with the real prompt layout and decode loop and
+exactly as many generated tokens as a real answer would have
+(``--answer-tokens-per-second`` of speech, plus 16), since random weights do not stop by
+themselves; the caption text is then the fake backend's. So its timings are the real
+model's compute; its words mean nothing.
 """
 
 from __future__ import annotations
@@ -228,18 +228,16 @@ def run_in_process(label: str, options: Any, backend: Any, stream: Stream) -> Ru
 
 
 class RandomE2BBackend:
-    """A backend over an in-memory random E2B: real features, real prompt layout, a
-    real answer's number of generated tokens; the text is the fake backend's."""
+    """The real Gemma 3n backend over a random E2B checkpoint (bench/rtf.py builds it),
+    loaded with the setting asked for (``--quantize``, ``--vocab``): real features, the
+    real prompt and decode loop, and exactly a real answer's number of generated tokens;
+    the caption text is the fake backend's."""
 
     name = "random-e2b"
 
-    def __init__(self, model: Any, dtype: str, tokens_per_second: float) -> None:
-        from transformers import Gemma3nAudioFeatureExtractor
-
-        self.model = model
-        self.dtype = dtype
+    def __init__(self, inner: Any, tokens_per_second: float) -> None:
+        self.inner = inner
         self.tokens_per_second = tokens_per_second
-        self.features = Gemma3nAudioFeatureExtractor()
         self.generated: list[tuple[float, int, float]] = []
         """(seconds of audio, tokens generated, seconds taken) per request."""
 
@@ -248,67 +246,56 @@ class RandomE2BBackend:
 
     def generate(self, requests: Sequence[Any]) -> list[str]:
         import torch
+        from subplug.backends.decode import DecodeRow, greedy_decode
         from subplug.testing.fake import fake_answer
-        from transformers import GenerationConfig
 
         answers = []
         for request in requests:
             began = time.perf_counter()
-            samples = np.asarray(request.chunk.samples, dtype=np.float32)
-            audio = self.features([samples], return_tensors="pt")
-            bos, start_turn, end_turn, boa, eoa, soft = 2, 105, 106, 256000, 262272, 262273
-            text = list(range(1000, 1020))
-            prompt = (
-                [bos, start_turn, *text[:3], boa]
-                + [soft] * 188
-                + [eoa, *text[3:20], end_turn, text[0], start_turn, *text[1:3]]
-            )
-            ids = torch.tensor([prompt])
             n = self.answer_tokens(request.chunk.duration, request.max_new_tokens)
-            config = GenerationConfig(
-                do_sample=False, max_new_tokens=n, min_new_tokens=n, eos_token_id=[1, 106],
-                pad_token_id=0,
-            )  # fmt: skip
-            dtype = next(self.model.parameters()).dtype
             with torch.inference_mode():
-                self.model.generate(
-                    input_ids=ids,
-                    attention_mask=torch.ones_like(ids),
-                    input_features=audio["input_features"].to(dtype),
-                    input_features_mask=audio["input_features_mask"],
-                    generation_config=config,
+                row = DecodeRow(
+                    self.inner.prompt_ids(request.instruction), self.inner.audio_tokens(request), n
                 )
+                greedy_decode(self.inner.model, [row], pad_id=self.inner.pad_id, stop_ids=[])
             self.generated.append((request.chunk.duration, n, time.perf_counter() - began))
             answers.append(fake_answer(request))
         return answers
 
     def close(self) -> None:
-        pass
+        self.inner.close()
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.name, "model": "random-init E2B", "dtype": self.dtype}
+        return {"backend": self.name, **self.inner.describe()}
 
 
 def random_e2b_run(args: argparse.Namespace, stream: Stream) -> tuple[Run, RandomE2BBackend]:
-    """Build the random E2B (bench/rtf.py's builder) and run the engine on ``stream``."""
+    """Load the random E2B checkpoint (bench/rtf.py's folder) with the asked setting and
+    run the engine on ``stream``."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from rtf import build_random_e2b, gib, rss
-    from subplug import runtime
+    from rtf import ensure_e2b_folder, gib, rss
+    from subplug.backends.gemma3n import Gemma3nBackend
     from subplug.live import LiveOptions
+    from subplug.types import BackendOptions
 
-    dtype = runtime.choose_dtype("auto", "cpu")
-    threads = runtime.configure_threads("cpu", args.threads)
+    ensure_e2b_folder(args.checkpoint, args.kept_tokens)
     began = time.perf_counter()
-    model = build_random_e2b(dtype)
-    runtime.apply_compute_policy(model, dtype)
+    inner = Gemma3nBackend(
+        BackendOptions(
+            model=str(args.checkpoint), device="cpu", threads=args.threads,
+            quantize=args.quantize, vocab=args.vocab,
+        )
+    )  # fmt: skip
     took = time.perf_counter() - began
-    print(f"built a random E2B ({dtype}, {threads} threads) in {took:.0f} s; "
-          f"resident {gib(rss())} GiB", flush=True)  # fmt: skip
-    backend = RandomE2BBackend(model, dtype, args.answer_tokens_per_second)
+    facts = inner.describe()
+    print(f"loaded the random E2B ({facts['quantize']}, {facts['dtype']}, "
+          f"{facts['threads']} threads) in {took:.0f} s; resident {gib(rss())} GiB",
+          flush=True)  # fmt: skip
+    backend = RandomE2BBackend(inner, args.answer_tokens_per_second)
     options = LiveOptions(
         format="f32le", rate=RATE, channels=CHANNELS, source=args.source, max_lag=args.max_lag
     )
-    label = f"random-init E2B ({dtype}), cpu"
+    label = f"random-init E2B ({facts['quantize']}), cpu"
     return run_in_process(label, options, backend, stream), backend
 
 
@@ -459,12 +446,24 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--random-init", choices=["e2b"], help="a random-initialised full-size model (CPU)"
     )
     parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="random-init: bench/rtf.py's random E2B folder (built there when missing)",
+    )
+    parser.add_argument("--quantize", default="auto", help="random-init: the model setting")
+    parser.add_argument("--vocab", default="auto", help="random-init: the model setting")
+    parser.add_argument("--kept-tokens", type=int, default=131_072, help=argparse.SUPPRESS)
+    parser.add_argument(
         "--answer-tokens-per-second",
         type=float,
         default=9.0,
         help="random-init: tokens a bilingual answer has per second of speech (default 9)",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.random_init and args.checkpoint is None:
+        parser.error("--random-init needs --checkpoint DIR (bench/rtf.py's E2B folder)")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:

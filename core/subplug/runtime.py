@@ -461,7 +461,7 @@ class ParamCounts:
     """Parameters of a model by what quantisation does with them."""
 
     linear: int
-    """In ``nn.Linear`` layers large enough to quantise (≥ 2**20 weights)."""
+    """In ``nn.Linear`` layers large enough to quantise (≥ 2**18 weights)."""
     embeddings: int
     """In the token and per-layer embedding tables (indexed by token id)."""
     vocab_rows: int
@@ -542,7 +542,7 @@ def count_params_by_kind(config: Any) -> ParamCounts:
     linear = sum(
         m.weight.numel()
         for name, m in model.named_modules()
-        if type(m) is nn.Linear and name != "lm_head" and m.weight.numel() >= 1 << 20
+        if type(m) is nn.Linear and name != "lm_head" and m.weight.numel() >= 1 << 18
     )
     total = sum(p.numel() for p in model.parameters())
     return ParamCounts(

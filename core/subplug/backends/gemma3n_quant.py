@@ -57,9 +57,15 @@ def kept_vocabulary(processor: Any, config: Any, instructions: Sequence[str]) ->
     )
 
 
+#: Layers with fewer weights stay float32 in a full-size model: E2B's per-layer input
+#: gates and projections (2048×256) are quantised (read at every step), its LAuReL
+#: low-rank pairs (2048×64) are not (too small to gain).
+LARGE_MIN_PARAMS = 1 << 18
+
+
 def spec_for(choice: QuantChoice, kept: KeptVocabulary | None, *, params: int) -> QuantSpec:
     """The :class:`~subplug.quant.convert.QuantSpec` for a runtime choice, for a model
-    of ``params`` parameters: in a full-size model, layers under 2**20 weights stay
+    of ``params`` parameters: in a full-size model, layers under 2**18 weights stay
     float and 4-bit groups are 128 wide; a small model (asked for explicitly: ``auto``
     never quantises one) has every layer of 1024 weights or more quantised, in groups
     of 32, so its quantised path is the real one at toy size."""
@@ -72,7 +78,7 @@ def spec_for(choice: QuantChoice, kept: KeptVocabulary | None, *, params: int) -
         bits=choice.bits,
         group=32 if small else 128,
         kept_ids=kept.ids if (choice.trim_vocab and kept is not None) else None,
-        min_params=1 << 10 if small else 1 << 20,
+        min_params=1 << 10 if small else LARGE_MIN_PARAMS,
         kernel=choice.kernel,
     )
 
@@ -227,6 +233,7 @@ def load(
     from subplug.quant import convert, memory
 
     started = time.monotonic()
+    memory.large_blocks_to_os()
     folder = location.base if location.is_adapter else location.path
     saved_spec = convert.read_spec(Path(location.path), kernel=choice.kernel or "fbgemm")
     facts: dict[str, Any] = {}

@@ -177,6 +177,73 @@ def check_models() -> CheckResult:
     return CheckResult(OK, f"models: {names}", details={"models": [e.name for e in entries]})
 
 
+def check_speed() -> CheckResult:
+    """Which setting ``generate`` uses here, and how fast E2B will run (measured probe)."""
+    try:
+        import torch  # noqa: F401  (the probe needs it)
+    except ImportError:
+        return CheckResult(SKIP, "torch missing")
+    from subplug import runtime
+
+    device = runtime.resolve_device("auto")
+    if runtime.device_kind(device) != "cpu":
+        dtype = runtime.choose_dtype("auto", device)
+        return CheckResult(
+            OK,
+            f"{device}: float weights ({dtype}), no quantisation (GPUs run float kernels fast)",
+            details={"device": device, "dtype": dtype, "quantize": "none"},
+        )
+    runtime.configure_threads("cpu", None)
+    choice = runtime.choose_quantize("auto", "auto", "cpu", params=5_000_000_000)
+    free = runtime.free_memory("cpu")
+    if choice.bits is None:
+        dtype = runtime.choose_dtype("auto", "cpu")
+        return CheckResult(
+            WARN,
+            f"CPU: no int8 kernel in this torch build; E2B would run in {dtype} "
+            "(about 10.5 GiB of RAM, several times slower than real time)",
+            "Install the CPU build of torch from PyPI (pip install torch==2.13.0).",
+            details={"device": "cpu", "quantize": "none", "dtype": dtype},
+        )
+    from subplug.quant.kernels import fbgemm_needs_7bit
+    from subplug.quant.probe import probe
+
+    found = probe(choice.kernel or "fbgemm")
+    need_gib = 4.6  # int8-trim E2B resident, bench/rtf.py (docs/performance.md)
+    bits = "7-bit weights, no VNNI" if fbgemm_needs_7bit() else "8-bit"
+    summary = (
+        f"CPU: {choice.name} ({choice.kernel}, {bits}), {found.threads} threads; E2B estimated "
+        f"at {found.rtf_batch8:.1f}x real time for a file (batches of 8), "
+        f"{found.rtf_batch1:.1f}x one chunk at a time (live); needs ~{need_gib} GiB RAM"
+    )
+    details = {
+        "device": "cpu",
+        "quantize": choice.name,
+        "kernel": choice.kernel,
+        "threads": found.threads,
+        "stream_gbs": round(found.stream_gbs, 2),
+        "gemm_gops": round(found.gemm_gops, 1),
+        "rtf_batch1": round(found.rtf_batch1, 2),
+        "rtf_batch8": round(found.rtf_batch8, 2),
+        "free_gib": None if free is None else round(free / GIB, 1),
+    }
+    if free is not None and free < need_gib * GIB:
+        return CheckResult(
+            WARN,
+            summary + f", but only {free / GIB:.1f} GiB is free",
+            "Close other programs, or use --quantize int4 (about 3.3 GiB).",
+            details=details,
+        )
+    if found.rtf_batch8 > 1.0:
+        return CheckResult(
+            OK,
+            summary,
+            "Files take longer than they play on this CPU; live captions need a GPU.",
+            details=details,
+        )
+    return CheckResult(OK, summary, details=details)
+
+
 def check_plugins() -> CheckResult:
     from subplug import plugins
 
@@ -194,6 +261,7 @@ CORE_CHECKS: tuple[tuple[str, str, Callable[[], CheckResult]], ...] = (
     ("speech-detection", "media", check_vad),
     ("cache", "models", check_cache),
     ("models", "models", check_models),
+    ("speed", "models", check_speed),
     ("plugins", "plugins", check_plugins),
 )
 

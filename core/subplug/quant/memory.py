@@ -15,16 +15,40 @@ import logging
 log = logging.getLogger(__name__)
 
 
+#: glibc's ``mallopt`` parameter for the mmap threshold.
+_M_MMAP_THRESHOLD = -3
+
+
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    if not name:
+        return None
+    try:
+        return ctypes.CDLL(name)
+    except OSError:
+        return None
+
+
+def large_blocks_to_os(threshold: int = 1 << 20) -> bool:
+    """Make every allocation of ``threshold`` bytes or more its own mapping, given back
+    to the system the moment it is freed (glibc's threshold otherwise grows to 32 MiB
+    and keeps freed blocks in the heap). Called before a quantising load, whose
+    per-tensor work buffers would otherwise pile up to the float model's size before
+    :func:`release_to_os` runs. Process-wide; False where it cannot be set."""
+    libc = _libc()
+    mallopt = getattr(libc, "mallopt", None) if libc is not None else None
+    if mallopt is None:
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    return bool(mallopt(_M_MMAP_THRESHOLD, threshold))
+
+
 def release_to_os() -> bool:
     """Return free heap memory to the system (glibc ``malloc_trim``). True when it ran;
     False on other C libraries, where there is nothing to do."""
-    name = ctypes.util.find_library("c")
-    if not name:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):
+    libc = _libc()
+    trim = getattr(libc, "malloc_trim", None) if libc is not None else None
+    if trim is None:
         return False
     trim.argtypes = [ctypes.c_size_t]
     trim(0)
