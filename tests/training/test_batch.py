@@ -39,9 +39,7 @@ def test_a_batch_that_cannot_be_split_evenly_says_so() -> None:
     assert (many.per_device, many.accumulation, many.effective) == (1, 1, 32)
 
 
-@given(
-    per_device=st.integers(1, 16), accumulation=st.integers(1, 32), replicas=st.integers(1, 64)
-)
+@given(per_device=st.integers(1, 16), accumulation=st.integers(1, 32), replicas=st.integers(1, 64))
 def test_the_plan_keeps_the_recipes_batch_whenever_it_can(
     per_device: int, accumulation: int, replicas: int
 ) -> None:

@@ -120,9 +120,7 @@ def test_print_recipe_shows_the_values_a_run_uses(capsys, tmp_path: Path) -> Non
     from subplug_training.recipe import _tomllib, load_recipe
     from subplug_training.trainer import train_settings
 
-    code = main(
-        ["train", "--print-recipe", "--device", "cpu", "--set", "train.learning_rate=1e-4"]
-    )
+    code = main(["train", "--print-recipe", "--device", "cpu", "--set", "train.learning_rate=1e-4"])
     printed = capsys.readouterr().out
     assert code == 0
     tables = _tomllib().loads(printed)

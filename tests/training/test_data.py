@@ -361,7 +361,8 @@ def test_a_one_row_manifest_reports_its_row_before_the_holdout(
     code = main(["train", "--check-data", "--data", str(good)])
     err = capsys.readouterr().err
     assert code == 2 and "1 training and 0 test samples" in err
-    assert err.index("1 training and 0 test samples") < err.index("error: manifest:one: holding out")
+    reported = err.index("1 training and 0 test samples")
+    assert reported < err.index("error: manifest:one: holding out")
     assert "[data-too-small]" in err and "data.holdout=0" in err
 
 

@@ -19,6 +19,8 @@ from subplug_training.trainer import TrainOptions, train_settings
 
 #: Process counts the dry run shows the batch for, besides the current one.
 SHOWN_PROCESSES = (1, 2, 4, 8)
+
+
 def resolved_recipe(recipe: Recipe, device: str, *, has_eval: bool = True) -> str:
     """The recipe as TOML with the values a run on ``device`` uses (one process); it
     reads back as a recipe (subplug's own settings are in a comment)."""
@@ -28,7 +30,7 @@ def resolved_recipe(recipe: Recipe, device: str, *, has_eval: bool = True) -> st
         f"# recipe {recipe.name} ({recipe.source}) as a run on {device} uses it.\n"
         "# [train] goes to transformers.TrainingArguments, with subplug's own settings:\n"
         "# output_dir = the run folder, remove_unused_columns = false, disable_tqdm = true,\n"
-        f"# label_names = [\"labels\"], use_cpu = {toml_value(device == 'cpu')}; the batch is "
+        f'# label_names = ["labels"], use_cpu = {toml_value(device == "cpu")}; the batch is '
         "split over\n# the processes of a launch (--dry-run shows how).\n"
     )
     return header + recipe_toml(
