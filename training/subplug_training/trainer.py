@@ -446,7 +446,7 @@ def _run(
         done = processes.share(lambda: _finish_finished(options, base, prepared, console))
         return done if processes.is_main else dataclasses.replace(done, main_process=False)
     plan = prepared.plan
-    assert plan is not None and sources is not None
+    assert plan is not None and sources is not None and base is not None
 
     if device == "cpu" and options.threads:
         torch.set_num_threads(options.threads)
