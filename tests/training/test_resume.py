@@ -148,3 +148,33 @@ def test_interrupted_training_resumes_from_the_checkpoint(
     err = capsys.readouterr().err
     assert changed == 2 and "run-mismatch" in err and "--restart" in err
     assert "recipe.train.learning_rate: 0.001 → 0.0005" in err, err
+
+
+@pytest.mark.slow
+def test_a_finished_run_kept_out_of_the_cache_is_not_resumed(
+    tmp_path: Path, tiny_model_dir: Path, speech_clips, capsys, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    monkeypatch.setenv("COLUMNS", "200")
+    cache.import_model(tiny_model_dir, name="tiny-base")
+    manifest = write_manifest(tmp_path / "clips.jsonl", speech_clips)
+    recipe = tmp_path / "resume.toml"
+    recipe.write_text(RECIPE, encoding="utf-8")
+    command = ["train", "--recipe", str(recipe), "--data", str(manifest), "--name", "kept"]
+    command += ["--output", str(tmp_path / "run"), "--device", "cpu", "--threads", "1"]
+    command += ["--no-install", "--set", "train.max_steps=2"]
+    threads = torch.get_num_threads()
+    try:
+        assert main(command) == 0, capsys.readouterr().err
+        capsys.readouterr()
+        again = main(command)
+    finally:
+        torch.set_num_threads(threads)
+    err = capsys.readouterr().err
+    assert again == 0, err
+    assert "kept finished training already (2 steps)" in err
+    assert "Nothing to do (--restart trains it again)." in err
+    for stale in ("Resuming", "mean training loss", "-:--:--", "LoRA r="):
+        assert stale not in err, err
+    assert {entry.name for entry in cache.list_models()} == {"tiny-base"}
