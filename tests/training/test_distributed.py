@@ -317,10 +317,12 @@ def test_every_lora_parameter_gets_a_gradient_in_each_step(
 
     recipe = load_recipe(None, [f'lora.targets="{targets}"'])
     processor, model = load_model(tiny_model_dir, recipe, dtype=torch.float32)
-    enable = getattr(model, "activation_checkpointing_enable", None)
-    (enable or model.gradient_checkpointing_enable)(
-        gradient_checkpointing_kwargs={"use_reentrant": False}
-    )
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers ≥ 5.2
+        model.activation_checkpointing_enable(
+            activation_checkpointing_kwargs={"use_reentrant": False}
+        )
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     batch = Collator(processor)(
         [
