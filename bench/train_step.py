@@ -206,10 +206,10 @@ def child(args: argparse.Namespace) -> dict[str, Any] | None:
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         growth = peak - rss_before
-    mine = {"wall": wall, "cpu": cpu, "peak": peak, "growth": growth}
-    everyone = [mine]
+    mine: dict[str, Any] = {"wall": wall, "cpu": cpu, "peak": peak, "growth": growth}
+    everyone: list[Any] = [mine]
     if processes > 1:
-        everyone = [None] * processes  # type: ignore[list-item]
+        everyone = [None] * processes
         dist.all_gather_object(everyone, mine)
     if rank != 0:
         return None
