@@ -10,23 +10,36 @@ machine:
 * ``no-checkpointing``: the same without gradient checkpointing;
 * ``seed-targets``: LoRA on the seed's plain module list (audio tower included).
 
+* ``seed``: the seed's own settings (its labels and its module list).
+
+Processes are a second axis (``--processes 1,2``): a configuration runs in N
+data-parallel processes started with ``torchrun`` (gloo on the CPU, nccl on GPUs, one GPU
+each), every process with the same per-process batch, so a step trains N times the
+samples; the scaling efficiency is samples/s with N processes over N × samples/s with one.
+CPU seconds (all processes together) are given beside wall-clock seconds: on a shared
+machine the wall clock also counts waiting for a core.
+
 Models: the tiny Gemma 3n of ``subplug.testing`` (default; any machine), or with
 ``--full-size`` a randomly initialised model of Gemma 3n E2B's exact shape (5.12 B
 parameters audio-only, bfloat16), which needs a CUDA GPU. Audio: ``--seconds`` of noise
 per sample; answers of ``--answer-words`` words.
 
-    python bench/train_step.py                       # tiny model, here
-    python bench/train_step.py --full-size --steps 10  # E2B shape, on a GPU
+    python bench/train_step.py                            # tiny model, here
+    python bench/train_step.py --threads 1 --processes 1,2  # and in 2 CPU processes
+    python bench/train_step.py --full-size --steps 10       # E2B shape, on a GPU
+    python bench/train_gpu.py                               # the seed's run on GPUs
 
-Prints one row per configuration: seconds per step, samples/s, peak memory (GPU:
-``torch.cuda.max_memory_allocated``; CPU: the process's peak resident set, and its growth
-during training) and the ratios to ``recipe``. Nothing is asserted.
+Prints one row per configuration and process count: seconds per step (wall and CPU),
+samples/s, peak memory (GPU: ``torch.cuda.max_memory_allocated``; CPU: the largest peak
+resident set of the processes, and its growth during training) and the ratios to
+``recipe`` on one process. Nothing is asserted.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -38,7 +51,10 @@ CONFIGS = {
     "recipe": [],
     "no-checkpointing": ["train.gradient_checkpointing=false"],
     "seed-targets": ['lora.targets="seed"'],
+    "seed": ['lora.targets="seed"', 'data.masking="seed"'],
 }
+#: Configurations measured unless --configs says otherwise.
+DEFAULT_CONFIGS = ("recipe", "no-checkpointing", "seed-targets")
 
 
 def full_size_config(tiny_dir: Path) -> Any:
@@ -95,12 +111,14 @@ def describe_full_size() -> str:
     )
 
 
-def child(args: argparse.Namespace) -> dict[str, Any]:
-    """Measure one configuration; returns the figures as a dict."""
+def child(args: argparse.Namespace) -> dict[str, Any] | None:
+    """Measure one configuration (in each of the processes of a torchrun launch); the
+    main process returns the figures as a dict, the others ``None``."""
     import resource
 
     import numpy as np
     import torch
+    import torch.distributed as dist
     from subplug.backends.gemma3n import audio_only_model_class
     from subplug.prompts import INSTRUCTIONS
     from subplug.testing.tiny import build_tiny_model
@@ -116,7 +134,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     overrides = [
         *CONFIGS[args.child],
         f"train.per_device_train_batch_size={args.batch}",
-        "train.gradient_accumulation_steps=1",
+        f"train.gradient_accumulation_steps={args.accumulation}",
         f"train.max_steps={args.warmup + args.steps}",
         "train.save_strategy='no'",
         "train.logging_steps=1000",
@@ -126,6 +144,9 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     tiny_dir = build_tiny_model(work / "tiny")
     processor = AutoProcessor.from_pretrained(tiny_dir)
     args_ = training_arguments(recipe, work / "run", device=device, has_eval=False)
+    rank, processes = args_.process_index, args_.world_size
+    if device == "cuda":
+        device = f"cuda:{args_.local_process_index}"
     dtype = torch.bfloat16 if args_.bf16 else torch.float32
     set_seed(0)
     if args.full_size:
@@ -153,16 +174,16 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
             "instruction": INSTRUCTIONS[7],
             "target": answer,
         }
-        for _ in range(args.batch * 4)
+        for _ in range(args.batch * args.accumulation * processes * 4)
     ]
 
-    marks: list[float] = []
+    marks: list[tuple[float, float]] = []
 
     class Clock(TrainerCallback):
         def on_step_end(self, *a: Any, **k: Any) -> None:
-            if device == "cuda":
+            if device.startswith("cuda"):
                 torch.cuda.synchronize()
-            marks.append(time.perf_counter())
+            marks.append((time.perf_counter(), time.process_time()))
 
     collator = Collator(processor, masking=recipe.data.masking, feature_dtype=dtype)
     trainer = Trainer(
@@ -173,31 +194,47 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         callbacks=[Clock()],
     )
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    if device == "cuda":
+    if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     trainer.train()
     steady = marks[args.warmup - 1 :] if args.warmup else [marks[0], *marks]
-    seconds = (steady[-1] - steady[0]) / (len(steady) - 1)
+    wall = (steady[-1][0] - steady[0][0]) / (len(steady) - 1)
+    cpu = (steady[-1][1] - steady[0][1]) / (len(steady) - 1)
+    if device.startswith("cuda"):
+        peak = torch.cuda.max_memory_allocated() / 2**20
+        growth = None
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        growth = peak - rss_before
+    mine: dict[str, Any] = {"wall": wall, "cpu": cpu, "peak": peak, "growth": growth}
+    everyone: list[Any] = [mine]
+    if processes > 1:
+        everyone = [None] * processes
+        dist.all_gather_object(everyone, mine)
+    if rank != 0:
+        return None
+    samples = args.batch * args.accumulation * processes
+    seconds = max(p["wall"] for p in everyone)
     result = {
         "config": args.child,
-        "device": device
+        "processes": processes,
+        "device": device.split(":")[0]
         + (
             f" ({torch.cuda.get_device_name()})"
-            if device == "cuda"
-            else f", {torch.get_num_threads()} threads"
+            if device.startswith("cuda")
+            else f", {torch.get_num_threads()} thread(s) per process"
         ),
         "model": "E2B shape" if args.full_size else "tiny",
         "params": counts.total,
         "trainable": counts.trainable,
         "seconds_per_step": seconds,
-        "samples_per_second": args.batch / seconds,
+        "cpu_seconds_per_step": sum(p["cpu"] for p in everyone),
+        "samples_per_step": samples,
+        "samples_per_second": samples / seconds,
+        "peak_mib": max(p["peak"] for p in everyone),
     }
-    if device == "cuda":
-        result["peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        result["peak_mib"] = peak
-        result["growth_mib"] = peak - rss_before
+    if growth is not None:
+        result["growth_mib"] = max(p["growth"] for p in everyone)
     return result
 
 
@@ -205,17 +242,29 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=20, help="timed steps per configuration")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
-    parser.add_argument("--batch", type=int, default=2, help="samples per step (recipe: 2)")
+    parser.add_argument(
+        "--batch", type=int, default=2, help="samples per pass and process (recipe: 2)"
+    )
+    parser.add_argument(
+        "--accumulation", type=int, default=1, help="passes per optimiser step (recipe: 8)"
+    )
+    parser.add_argument(
+        "--processes", default="1", help="process counts to compare, e.g. 1,2 (torchrun)"
+    )
     parser.add_argument("--seconds", type=float, default=10.0, help="audio per sample")
     parser.add_argument("--answer-words", type=int, default=40, help="words per answer")
     parser.add_argument("--full-size", action="store_true", help="E2B-shaped model (GPU)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=None, help="CPU threads")
-    parser.add_argument("--configs", default=",".join(CONFIGS), help="which configurations")
+    parser.add_argument(
+        "--configs", default=",".join(DEFAULT_CONFIGS), help=f"of {', '.join(CONFIGS)}"
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args)))
+        result = child(args)
+        if result is not None:
+            print(json.dumps(result))
         return 0
     if args.full_size:
         import torch
@@ -225,40 +274,89 @@ def main() -> int:
             print("--full-size needs a CUDA GPU to train; this machine has none.")
             return 2
     names = [n.strip() for n in args.configs.split(",") if n.strip()]
+    counts = [int(n) for n in args.processes.split(",") if n.strip()]
     rows = []
     for name in names:
-        command = [sys.executable, __file__, "--child", name]
-        for flag in ("steps", "warmup", "batch", "seconds", "answer_words", "device", "threads"):
-            value = getattr(args, flag)
-            if value is not None:
-                command += [f"--{flag.replace('_', '-')}", str(value)]
-        if args.full_size:
-            command.append("--full-size")
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            print(f"{name}: failed\n{done.stderr[-2000:]}", file=sys.stderr)
-            return 1
-        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    base = next((r for r in rows if r["config"] == "recipe"), rows[0])
+        for count in counts:
+            row = measure(args, name, count)
+            if row is None:
+                return 1
+            rows.append(row)
+    print_table(args, rows)
+    return 0
+
+
+def child_command(args: argparse.Namespace, name: str, processes: int) -> list[str]:
+    """The command measuring configuration ``name`` in ``processes`` processes."""
+    command = [sys.executable]
+    if processes > 1:
+        command += ["-m", "torch.distributed.run", "--standalone"]
+        command += ["--nproc_per_node", str(processes)]
+    command += [__file__, "--child", name]
+    for flag in (
+        "steps",
+        "warmup",
+        "batch",
+        "accumulation",
+        "seconds",
+        "answer_words",
+        "device",
+        "threads",
+    ):
+        value = getattr(args, flag)
+        if value is not None:
+            command += [f"--{flag.replace('_', '-')}", str(value)]
+    if args.full_size:
+        command.append("--full-size")
+    return command
+
+
+def measure(args: argparse.Namespace, name: str, processes: int) -> dict[str, Any] | None:
+    """Run one configuration in ``processes`` processes; its figures, or ``None``."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads or 1)}
+    done = subprocess.run(
+        child_command(args, name, processes), capture_output=True, text=True, check=False, env=env
+    )
+    if done.returncode != 0:
+        print(f"{name} × {processes}: failed\n{done.stderr[-3000:]}", file=sys.stderr)
+        return None
+    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def print_table(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
+    """The figures, with ratios to ``recipe`` on one process and the scaling efficiency
+    of each configuration over its own one-process row."""
+    base = next((r for r in rows if r["config"] == "recipe" and r["processes"] == 1), rows[0])
+    single = {r["config"]: r for r in rows if r["processes"] == 1}
     print(
         f"{base['model']} model, {base['params'] / 1e6:.2f} M parameters, on {base['device']}; "
-        f"batch {args.batch}, {args.seconds:g} s audio and {args.answer_words} words per sample"
+        f"batch {args.batch} × accumulation {args.accumulation} per process, "
+        f"{args.seconds:g} s audio and {args.answer_words} words per sample"
     )
     growth = "growth MiB" if "growth_mib" in base else ""
     print(
-        f"{'config':<18}{'trainable':>12}{'s/step':>9}{'samples/s':>11}{'peak MiB':>10}"
-        f"{growth:>12}{'speed ×':>9}{'memory ×':>10}"
+        f"{'config':<18}{'procs':>6}{'trainable':>12}{'s/step':>9}{'CPU s/step':>12}"
+        f"{'samples/s':>11}{'scaling':>9}{'CPU scal.':>10}{'peak MiB':>10}{growth:>12}"
+        f"{'speed ×':>9}{'memory ×':>10}"
     )
     for row in rows:
+        one = single.get(row["config"])
+        scaling = cpu_scaling = ""
+        if one is not None:
+            n = row["processes"]
+            scaling = f"{row['samples_per_second'] / (n * one['samples_per_second']):.2f}"
+            per_cpu = row["samples_per_step"] / row["cpu_seconds_per_step"]
+            cpu_scaling = f"{per_cpu / (one['samples_per_step'] / one['cpu_seconds_per_step']):.2f}"
         extra = f"{row['growth_mib']:>12.0f}" if "growth_mib" in row else ""
         memory_key = "growth_mib" if "growth_mib" in row else "peak_mib"
         print(
-            f"{row['config']:<18}{row['trainable']:>12,}{row['seconds_per_step']:>9.3f}"
-            f"{row['samples_per_second']:>11.2f}{row['peak_mib']:>10.0f}{extra}"
+            f"{row['config']:<18}{row['processes']:>6}{row['trainable']:>12,}"
+            f"{row['seconds_per_step']:>9.3f}{row['cpu_seconds_per_step']:>12.3f}"
+            f"{row['samples_per_second']:>11.2f}{scaling:>9}{cpu_scaling:>10}"
+            f"{row['peak_mib']:>10.0f}{extra}"
             f"{row['samples_per_second'] / base['samples_per_second']:>9.2f}"
             f"{row[memory_key] / max(base[memory_key], 1e-9):>10.2f}"
         )
-    return 0
 
 
 if __name__ == "__main__":

@@ -51,6 +51,7 @@ def manifest(tmp_path: Path) -> Path:
     ("extra", "reference"),
     [
         ([], "no-data"),
+        (["--data", "DATA", "--name", ""], "no-name"),
         (["--data", "DATA", "--name", "bad name"], "invalid-model-name"),
         (["--data", "DATA", "--recipe", "nope"], "recipe-not-found"),
         (["--data", "DATA", "--set", "train"], "bad-override"),
@@ -113,3 +114,55 @@ def test_missing_training_libraries_are_named_with_the_install_command(capsys, m
     code, err = _error(capsys, ["eval", "--model", "x", "--data", "y.jsonl"])
     assert code == 2 and "[training-extras-missing]" in err and "jiwer" in err
     assert 'pip install "subplug[train]"' in err
+
+
+def test_print_recipe_shows_the_values_a_run_uses(capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from subplug_training.recipe import _tomllib, load_recipe
+    from subplug_training.trainer import train_settings
+
+    code = main(["train", "--print-recipe", "--device", "cpu", "--set", "train.learning_rate=1e-4"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    tables = _tomllib().loads(printed)
+    train = tables["train"]
+    assert train["learning_rate"] == 1e-4  # --set applied
+    assert train["bf16"] is False  # "auto" on the CPU
+    assert train["activation_checkpointing"] is True  # the seed's gradient_checkpointing
+    assert train["activation_checkpointing_kwargs"] == {"use_reentrant": False}
+    assert train["ddp_find_unused_parameters"] is False
+    assert tables["lora"]["r"] == 32 and tables["data"]["holdout"] == 0.1
+    # What it prints reads back as a recipe that resolves to the same settings.
+    path = tmp_path / "printed.toml"
+    path.write_text(printed, encoding="utf-8")
+    again = load_recipe(str(path))
+    assert train_settings(again, device="cpu", has_eval=True) == train
+    assert not (cache.subplug_home() / "training").exists()
+
+
+def test_dry_run_shows_data_batch_and_steps_and_trains_nothing(
+    capsys, manifest: Path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    code = main(["train", "--dry-run", "--data", str(manifest), "--set", "data.holdout=0"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "[train]" in captured.out and "per_device_train_batch_size = 2" in captured.out
+    err = captured.err
+    assert "1 training and 0 test samples" in err
+    # The seed's 2 × 8 on 1, 2, 4 and 8 processes; 1 sample, 2 epochs: 1 step per epoch.
+    assert (
+        "this launch: batch 2 × accumulation 8 × 1 process = 16 samples per optimiser step "
+        "(the recipe's); 2 steps" in err
+    )
+    assert "batch 2 × accumulation 4 × 2 processes = 16 samples per optimiser step" in err
+    assert "batch 2 × accumulation 1 × 8 processes = 16 samples per optimiser step" in err
+    assert "1 training samples; 2 epoch(s) → 2 steps; a checkpoint every 100 steps (0)" in err
+    assert "Dry run: nothing was trained or written." in err
+    assert not (cache.subplug_home() / "training").exists()
+    # Under a launcher of 2 processes, that is the launch it describes (printed once).
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["train", "--dry-run", "--data", str(manifest), "--set", "data.holdout=0"]) == 0
+    err = capsys.readouterr().err
+    assert "this launch: batch 2 × accumulation 4 × 2 processes" in err
+    monkeypatch.setenv("RANK", "1")
+    assert main(["train", "--dry-run", "--data", str(manifest), "--set", "data.holdout=0"]) == 0
+    assert capsys.readouterr() == ("", "")

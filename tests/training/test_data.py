@@ -299,6 +299,7 @@ def test_manifest_rows_cuts_splits_and_bad_rows(tmp_path: Path) -> None:
                 "audio_language": "en",
                 "text_en": "Absolute.",
             },
+            {"audio": "recordings/hello.ogg", "text_en": "Which language?"},
         ],
     )
     [source] = open_sources(parse_data_spec(str(manifest)), SETTINGS)
@@ -313,10 +314,15 @@ def test_manifest_rows_cuts_splits_and_bad_rows(tmp_path: Path) -> None:
     np.testing.assert_allclose(cut, whole[SAMPLE_RATE : 3 * SAMPLE_RATE], atol=0.05)
     assert [k.texts for k in result.kept["test"]] == [{"mn": "Сайн."}]
     dropped = reasons(result)
+    # Rows are named by their line in the file, as the reasons count them (line 9 is blank).
+    assert result.examples["audio_language is 'ru', not en or mn"] == ["manifest:mine/line/3"]
+    assert result.examples["no audio_language (en or mn)"] == ["manifest:mine/line/11"]
+    assert dropped.pop("no audio_language (en or mn)") == 1
     assert dropped.pop("audio_language is 'ru', not en or mn") == 1
     assert dropped.pop("no English text for its audio") == 1
     assert dropped.pop("no audio") == 1
     [bad_json] = [r for r in dropped if r.startswith("line 8 is not valid JSON")]
+    assert result.examples[bad_json] == ["manifest:mine/line/8"]
     assert dropped.pop(bad_json) == 1
     unreadable = sorted(r for r in dropped if r.startswith("audio unreadable"))
     assert len(unreadable) == 2 and sum(dropped[r] for r in unreadable) == 2
@@ -334,6 +340,32 @@ def test_manifest_without_splits_holds_out_like_the_seed(tmp_path: Path) -> None
     assert [i for _, i in source.splits["test"]] == test and len(test) == 2
 
 
+def test_a_one_row_manifest_reports_its_row_before_the_holdout(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("COLUMNS", "200")
+    clip(tmp_path, "a.wav", 1.0)
+    bad = write_lines(tmp_path / "bad.jsonl", [{"audio": "a.wav", "text_en": "Hi."}])
+    code = main(["train", "--check-data", "--data", str(bad)])
+    err = capsys.readouterr().err
+    # The row is reported first; the error is that nothing is left, not the 10 % holdout.
+    assert code == 2, err
+    dropped = err.index("dropped 1 row(s) of manifest:bad: no audio_language (en or mn)")
+    assert "manifest:bad/line/1" in err
+    assert dropped < err.index("error: No usable training samples") and "[no-training-data]" in err
+    assert "Holding out" not in err and "holding out" not in err
+
+    good = write_lines(
+        tmp_path / "one.jsonl", [{"audio": "a.wav", "audio_language": "en", "text_en": "Hi."}]
+    )
+    code = main(["train", "--check-data", "--data", str(good)])
+    err = capsys.readouterr().err
+    assert code == 2 and "1 training and 0 test samples" in err
+    reported = err.index("1 training and 0 test samples")
+    assert reported < err.index("error: manifest:one: holding out")
+    assert "[data-too-small]" in err and "data.holdout=0" in err
+
+
 def test_data_spec_errors_say_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(SubplugError) as error:
         parse_data_spec(str(tmp_path))
@@ -347,7 +379,7 @@ def test_check_data_reports_broken_rows_without_stopping(
     mbspeech: Path, tmp_path: Path, capsys, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("COLUMNS", "200")
-    code = main(["train", "--check-data", "--name", "x", "--data", f"mbspeech={mbspeech}"])
+    code = main(["train", "--check-data", "--data", f"mbspeech={mbspeech}"])  # no --name needed
     err = capsys.readouterr().err
     assert code == 0, err
     assert "dropped 1 row(s) of mbspeech: shorter than 0.5 s (e.g. mbspeech/train/4)" in err

@@ -8,6 +8,7 @@ default ``--source auto`` mode: transcribe, then translate into the other langua
 from __future__ import annotations
 
 import json
+import re
 
 import pysubs2
 import pytest
@@ -69,6 +70,20 @@ def test_the_trained_adapter_is_a_cache_entry_on_its_base(trained_home: Trained)
 
 
 @pytest.mark.slow
+def test_a_run_without_a_terminal_prints_plain_progress(trained_home: Trained) -> None:
+    """The session's run wrote to a StringIO, as a run in CI or under nohup writes to a
+    file: no live bar, but log lines with the time elapsed and the ETA, before the end."""
+    output = trained_home.output
+    assert "training ━" not in output
+    lines = re.findall(
+        r"^step +(\d+)/60 +loss .*\| elapsed \d+:\d\d:\d\d, ETA (\S+)$", output, re.M
+    )
+    assert [int(step) for step, _ in lines] == [20, 40, 60]
+    assert lines[-1][1] == "0:00:00"
+    assert output.index("step     60/60") < output.index("finished: 60 steps")
+
+
+@pytest.mark.slow
 def test_eval_compares_the_adapter_with_its_base(trained_home: Trained, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     code = main(
         [
@@ -93,6 +108,11 @@ def test_eval_compares_the_adapter_with_its_base(trained_home: Trained, tmp_path
     assert code == 0, captured.err
     report = json.loads((tmp_path / "eval-report.json").read_text())
     assert report["models"] == [ADAPTER_NAME, BASE_NAME] and report["samples"] == 4
+    # Asked for all rows, told which ones the adapter was trained on (all: holdout 0).
+    assert report["trained_on"] == {ADAPTER_NAME: 4, BASE_NAME: 0}
+    assert f"note 4 of the 4 samples to score were training rows of {ADAPTER_NAME}" in " ".join(
+        captured.err.split()
+    )
     adapter = report["results"][ADAPTER_NAME]["overall"]
     base = report["results"][BASE_NAME]["overall"]
     for lang in ("en", "mn"):
@@ -111,3 +131,25 @@ def test_eval_compares_the_adapter_with_its_base(trained_home: Trained, tmp_path
     assert f"| instruction | metric | samples | {ADAPTER_NAME} | {BASE_NAME} |" in table
     assert "| 1. Transcribe this audio. | WER English | 1 | 0.00 |" in table
     assert table in captured.out
+
+
+@pytest.mark.slow
+def test_eval_refuses_held_out_rows_the_adapter_was_trained_on(
+    trained_home: Trained, tmp_path, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    """The adapter was trained with data.holdout = 0 on every row of the manifest; the
+    default recipe holds one of its rows out, so that "held-out" row is a trained one."""
+    command = ["eval", "--model", ADAPTER_NAME, "--data", str(trained_home.manifest)]
+    command += ["--device", "cpu", "--out", str(tmp_path)]
+    code = main(command)
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and "[eval-overlap]" in err, err
+    assert f"1 of the 1 samples to score were training rows of {ADAPTER_NAME}" in err
+    assert re.search(r"e\.g\. manifest:clips/line/[12]\)", err)
+    assert "--allow-overlap" in err and not (tmp_path / "eval-report.json").exists()
+    # Asked to, it scores them (and the report says how many were trained on).
+    assert main([*command, "--allow-overlap"]) == 0, capsys.readouterr().err
+    report = json.loads((tmp_path / "eval-report.json").read_text())
+    assert report["samples"] == 1 and report["trained_on"] == {ADAPTER_NAME: 1}
+    # The bare base model has no training record: nothing to refuse.
+    assert main([*command[:2], BASE_NAME, *command[3:]]) == 0

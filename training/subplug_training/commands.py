@@ -18,6 +18,7 @@ from subplug_training.recipe import (
     MASKING_MODES,
     parse_instruction_list,
 )
+from subplug_training.run_folder import KEEP_CHOICES
 
 TRAIN_HELP = "train an EN/MN LoRA adapter and install it into the model cache"
 EVAL_HELP = "score models on held-out data: WER/CER and BLEU/chrF++ per instruction"
@@ -26,7 +27,10 @@ EVAL_HELP = "score models on held-out data: WER/CER and BLEU/chrF++ per instruct
 def _console() -> Any:
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False, emoji=False)
+    console = Console(stderr=True, highlight=False, emoji=False)
+    # In a log file or a pipe a line is one line, whatever its length (grep finds it).
+    console.soft_wrap = not console.is_terminal
+    return console
 
 
 def _data_args(parser: argparse.ArgumentParser) -> None:
@@ -54,9 +58,10 @@ def setup_train(parser: argparse.ArgumentParser) -> None:
     _data_args(parser)
     parser.add_argument(
         "--name",
-        required=True,
+        default=None,
         metavar="NAME",
-        help="cache name for the finished adapter (then: subplug generate --model NAME)",
+        help="cache name for the finished adapter (then: subplug generate --model NAME); "
+        "not needed with --check-data, --dry-run or --print-recipe",
     )
     parser.add_argument(
         "--base", default=None, metavar="NAME", help="base model in the cache (default: recipe's)"
@@ -110,9 +115,26 @@ def setup_train(parser: argparse.ArgumentParser) -> None:
         help="leave the adapter in the run folder; do not add it to the model cache",
     )
     parser.add_argument(
+        "--keep-checkpoints",
+        choices=KEEP_CHOICES,
+        default="last",
+        help="after a finished run, keep the last and the best checkpoint (default) or all",
+    )
+    parser.add_argument(
         "--check-data",
         action="store_true",
         help="only read and check the data, print the report, and stop",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the resolved recipe, the data report, the effective batch and the "
+        "steps, and stop (loads no model, writes nothing)",
+    )
+    parser.add_argument(
+        "--print-recipe",
+        action="store_true",
+        help="print the recipe with the values this run would use (as TOML) and stop",
     )
 
 
@@ -135,7 +157,7 @@ def _train_options(args: argparse.Namespace) -> Any:
     return TrainOptions(
         recipe=recipe,
         data=data,
-        name=args.name,
+        name=args.name or "",
         base=args.base,
         output_dir=args.output,
         device=args.device,
@@ -143,6 +165,7 @@ def _train_options(args: argparse.Namespace) -> Any:
         force=args.force,
         install=not args.no_install,
         threads=args.threads,
+        keep_checkpoints=args.keep_checkpoints,
     )
 
 
@@ -151,23 +174,46 @@ def run_train(args: argparse.Namespace) -> int:
     from subplug_training.extras import require_extras
 
     require_extras("train", ("datasets", "accelerate"))
-    console = _console()
     options = _train_options(args)
-    if args.check_data:
-        from subplug_training.trainer import print_data_report, read_data
+    if args.check_data or args.dry_run or args.print_recipe:
+        from subplug_training.distributed import launched_rank
 
-        if not options.data:
-            raise SubplugError("no-data", "No data given to check.", "Add --data KIND=PATH.")
-        results, plan = read_data(options, console)
-        print_data_report(console, results, plan)
-        return 0 if plan.train else 1
+        if launched_rank() != 0:
+            return 0  # started by a launcher: the main process answers
+        return _look(args, options)
 
+    from subplug_training.distributed import MainProcessFailed
     from subplug_training.trainer import run_training
 
-    result = run_training(options, console=console)
-    print(f"adapter: {result.adapter_dir}")
-    if result.cache_name:
-        print(f"use it:  subplug generate --model {result.cache_name} MEDIA")
+    try:
+        result = run_training(options, console=_console())
+    except MainProcessFailed as failed:
+        return failed.exit_code  # another process of the run; the main one said why
+    if result.main_process:
+        print(f"adapter: {result.adapter_dir}")
+        if result.cache_name:
+            print(f"use it:  subplug generate --model {result.cache_name} MEDIA")
+    return 0
+
+
+def _look(args: argparse.Namespace, options: Any) -> int:
+    """``--print-recipe``, ``--dry-run`` and ``--check-data``: describe, never train."""
+    from subplug_training import preview
+
+    if args.print_recipe:
+        preview.print_recipe(options)
+        return 0
+    if not options.data:
+        raise SubplugError("no-data", "No data given to check.", "Add --data KIND=PATH.")
+    console = _console()
+    if args.dry_run:
+        preview.dry_run(options, console)
+        return 0
+    from subplug_training.data_check import print_data_report, read_data, require_training_data
+
+    results, plan = read_data(options.data, options.recipe.data, console, workers=options.workers)
+    print_data_report(console, results, plan)
+    require_training_data(results, plan)
     return 0
 
 
@@ -220,6 +266,11 @@ def setup_eval(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size", type=int, default=None, metavar="N", help="samples per model call"
     )
+    parser.add_argument(
+        "--allow-overlap",
+        action="store_true",
+        help="score held-out samples even when a model was trained on them",
+    )
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -254,6 +305,7 @@ def run_eval(args: argparse.Namespace) -> int:
         out_dir=args.out,
         device=args.device,
         batch_size=args.batch_size,
+        allow_overlap=args.allow_overlap,
     )
     report = run_evaluation(options, console=_console())
     print(report.markdown)

@@ -143,15 +143,32 @@ class Source:
     """Language → column holding that language's text."""
     base_dir: Path
     """Relative audio paths are relative to this folder."""
+    line_numbers: Sequence[int] | None = None
+    """For a manifest: the file's line number of each row (blank lines are skipped), so
+    reports name rows as the file numbers them (``manifest:mine/line/4``)."""
+    split_problem: SubplugError | None = None
+    """Why the seed's split cannot be made (too few rows to hold any out). Such a source
+    lists every row for training so they are still checked and reported; the problem is
+    raised after the report (:func:`split_problems`)."""
+
+    def key(self, row: RowId) -> str:
+        """How reports name ``row``: ``source/part/index``, or ``source/line/N`` for a
+        manifest (N counted from 1, as editors number lines)."""
+        part, index = row
+        if self.line_numbers is not None:
+            return f"{self.name}/line/{self.line_numbers[index]}"
+        return f"{self.name}/{part}/{index}"
 
     def record(self, row: RowId) -> Record:
         """Read row ``row``; raises :class:`RowError` when it is unusable."""
         part, index = row
         data = self.parts[part][index]
-        key = f"{self.name}/{part}/{index}"
+        key = self.key(row)
         if data is None or not isinstance(data, Mapping):
             raise RowError(str(data) if isinstance(data, str) else "not a JSON object")
         language = self.language or data.get("audio_language")
+        if language is None or language == "":
+            raise RowError("no audio_language (en or mn)")
         if language not in LANGUAGES:
             raise RowError(f"audio_language is {language!r}, not en or mn")
         texts = {}
@@ -382,7 +399,7 @@ def _held_out_source(
     text_columns: Mapping[str, str],
 ) -> Source:
     part_name, part = stored
-    train, test = seed_split(len(part), settings.holdout, settings.seed)
+    train, test, problem = _split_rows(name, len(part), settings)
     return Source(
         name=name,
         parts={part_name: part},
@@ -393,7 +410,32 @@ def _held_out_source(
         language=language,
         text_columns=text_columns,
         base_dir=spec.path,
+        split_problem=problem,
     )
+
+
+def _split_rows(
+    name: str, count: int, settings: DataSettings
+) -> tuple[list[int], list[int], SubplugError | None]:
+    """:func:`seed_split` of a source's rows; when no row can be held out without
+    leaving nothing to train on, every row is listed for training and the problem is
+    returned, to be raised once the rows have been checked and reported."""
+    try:
+        train, test = seed_split(count, settings.holdout, settings.seed)
+    except SubplugError as error:
+        problem = SubplugError(
+            error.reference, f"{name}: {error.message[0].lower()}{error.message[1:]}", error.hint
+        )
+        return list(range(count)), [], problem
+    return train, test, None
+
+
+def split_problems(results: Iterable[ScanResult]) -> SubplugError | None:
+    """The first source whose split could not be made (see ``Source.split_problem``)."""
+    for result in results:
+        if result.source.split_problem is not None:
+            return result.source.split_problem
+    return None
 
 
 def _hf_common_voice(parts: Mapping[str, Any], spec: DataSpec) -> Source:
@@ -489,8 +531,9 @@ def read_manifest(path: Path, settings: DataSettings) -> Source:
         for index, row in enumerate(rows):
             wanted = str(row.get("split", "train")).lower() if isinstance(row, Mapping) else ""
             splits["test" if wanted in _TEST_NAMES else "train"].append(("lines", index))
+        problem = None
     else:
-        train, test = seed_split(len(rows), settings.holdout, settings.seed)
+        train, test, problem = _split_rows(name, len(rows), settings)
         splits = {"train": [("lines", i) for i in train], "test": [("lines", i) for i in test]}
     return Source(
         name=name,
@@ -499,6 +542,8 @@ def read_manifest(path: Path, settings: DataSettings) -> Source:
         language=None,
         text_columns={"en": "text_en", "mn": "text_mn"},
         base_dir=path.parent.absolute(),
+        line_numbers=numbers,
+        split_problem=problem,
     )
 
 
@@ -569,7 +614,7 @@ def scan(
             examples[reason].append(key)
 
     def check(row: RowId) -> Kept | tuple[str, str]:
-        key = f"{source.name}/{row[0]}/{row[1]}"
+        key = source.key(row)
         try:
             record = source.record(row)
         except RowError as error:

@@ -12,6 +12,12 @@ every output language of the instruction:
 
 Scores are given per instruction and over all instructions, for each model, in a JSON
 report (with every sample's raw answers) and a Markdown table.
+
+A model trained by ``subplug train`` carries how it was trained (``subplug-training.json``:
+its data sources and split settings). Before scoring, the rows it was trained on are
+found among the samples (:func:`training_overlap`): held-out scores on them would
+measure memory, not generalisation, so ``--split test`` refuses them unless asked
+(``allow_overlap``), and other splits say how many there are.
 """
 
 from __future__ import annotations
@@ -27,9 +33,10 @@ from subplug.errors import SubplugError
 from subplug.prompts import INSTRUCTION_SPECS, INSTRUCTIONS, LANGUAGE_NAMES, normalise_whitespace
 from subplug.types import Task
 
-from subplug_training.data import DataSpec, Source, load_audio, seed_shuffle
+from subplug_training.data import DataSpec, RowId, Source, load_audio, seed_shuffle
 from subplug_training.instructions import Sample
-from subplug_training.recipe import DataSettings
+from subplug_training.recipe import DataSettings, recipe_from_dict
+from subplug_training.run_folder import PROVENANCE_FILE, read_json
 
 REPORT_VERSION = 1
 JSON_NAME = "eval-report.json"
@@ -225,6 +232,8 @@ class EvalOptions:
     out_dir: Path = Path(".")
     device: str = "auto"
     batch_size: int | None = None
+    allow_overlap: bool = False
+    """Score held-out samples that a model was trained on (refused otherwise)."""
 
 
 @dataclass(frozen=True)
@@ -238,10 +247,11 @@ class EvalReport:
 
 def select_samples(
     options: EvalOptions, console: Any = None
-) -> tuple[list[Sample], dict[str, Source]]:
+) -> tuple[list[Sample], dict[str, Source], dict[str, Path]]:
     """The samples to score (the chosen split's rows with their instructions, in a
-    fixed order: a seeded shuffle, cut to ``limit``) and their sources by name."""
-    from subplug_training.data import open_sources, ordered, scan
+    fixed order: a seeded shuffle, cut to ``limit``), their sources by name, and the
+    ``--data`` path each source came from."""
+    from subplug_training.data import open_sources, ordered, scan, split_problems
     from subplug_training.instructions import plan_samples
 
     if not options.data:
@@ -252,9 +262,14 @@ def select_samples(
             "are scored), or a manifest of your own test recordings.",
         )
     results = []
+    origins: dict[str, Path] = {}
     for spec in options.data:
         for source in open_sources(spec, options.settings):
             results.append(scan(source, options.settings))
+            origins[source.name] = spec.path.absolute()
+    problem = split_problems(results)
+    if problem is not None:
+        raise problem
     mode = "seed" if options.instructions == "assigned" else options.instructions
     plan = plan_samples(ordered(results), mode, options.settings.seed)
     dropped = sum(sum(r.dropped.values()) for r in results)
@@ -277,7 +292,61 @@ def select_samples(
             "Use --split all, or give data with held-out rows (a manifest with "
             '"split": "test" lines).',
         )
-    return chosen, {r.source.name: r.source for r in results}
+    return chosen, {r.source.name: r.source for r in results}, origins
+
+
+def training_overlap(
+    model_dir: Path, samples: Sequence[Sample], origins: Mapping[str, Path]
+) -> list[Sample]:
+    """The samples whose rows the model in ``model_dir`` was trained on.
+
+    Read from its ``subplug-training.json``: each ``--data`` source it was trained on
+    that is also given here (the same kind and path) is split again with the run's
+    ``[data]`` settings, and its training rows are looked for among ``samples``. Models
+    without that record (made elsewhere) have no known overlap."""
+    from subplug_training.data import open_sources
+
+    made = read_json(model_dir / PROVENANCE_FILE)
+    if not isinstance(made, dict) or not isinstance(made.get("data_sources"), list):
+        return []
+    try:
+        settings = recipe_from_dict(made["recipe"]).data
+    except (SubplugError, KeyError, TypeError):
+        return []
+    given = {str(path) for path in origins.values()}
+    trained: dict[tuple[str, str], set[RowId]] = {}
+    for item in made["data_sources"]:
+        path = str(item.get("path", ""))
+        if path not in given:
+            continue
+        for source in open_sources(DataSpec(str(item.get("kind")), Path(path)), settings):
+            trained[(source.name, path)] = set(source.splits.get("train", ()))
+    return [s for s in samples if s.row in trained.get((s.source, str(origins[s.source])), ())]
+
+
+def _check_overlap(
+    options: EvalOptions, overlaps: Mapping[str, Sequence[Sample]], total: int, console: Any
+) -> None:
+    from rich.markup import escape
+
+    for model, rows in overlaps.items():
+        if not rows:
+            continue
+        example = ", ".join(s.key for s in rows[:3])
+        what = f"{len(rows)} of the {total} samples to score were training rows of {model}"
+        if options.split == "test" and not options.allow_overlap:
+            raise SubplugError(
+                "eval-overlap",
+                f"{what} (e.g. {example}): scores on them would say what it remembers, "
+                "not how it does on speech it has not heard.",
+                "Score the rows it was not trained on: give --recipe with the [data] settings "
+                "it was trained with (holdout and seed, in its run folder's run.json), or "
+                "other data; --allow-overlap scores them anyway.",
+            )
+        if console is not None:
+            console.print(
+                f"  [yellow]note[/] {escape(what)} (e.g. {escape(example)}).", highlight=False
+            )
 
 
 def run_evaluation(options: EvalOptions, console: Any = None) -> EvalReport:
@@ -287,9 +356,12 @@ def run_evaluation(options: EvalOptions, console: Any = None) -> EvalReport:
     out_dir = options.out_dir.expanduser()
     if out_dir.exists() and not out_dir.is_dir():
         raise SubplugError("out-not-a-folder", f"--out {out_dir} is a file, not a folder.")
-    for model in options.models:
-        cache.resolve_model(model)
-    samples, sources = select_samples(options, console)
+    folders = {model: cache.resolve_model(model).path for model in options.models}
+    samples, sources, origins = select_samples(options, console)
+    overlaps = {
+        model: training_overlap(folder, samples, origins) for model, folder in folders.items()
+    }
+    _check_overlap(options, overlaps, len(samples), console)
 
     def audio(sample: Sample) -> Any:
         return load_audio(sources[sample.source].record(sample.row))
@@ -317,6 +389,7 @@ def run_evaluation(options: EvalOptions, console: Any = None) -> EvalReport:
         if isinstance(options.instructions, str)
         else list(options.instructions),
         "samples": len(samples),
+        "trained_on": {model: len(rows) for model, rows in overlaps.items()},
         "normalisation": NORMALISATION,
         "results": results,
         "outputs": [

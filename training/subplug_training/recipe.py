@@ -144,6 +144,44 @@ def load_recipe(spec: str | None = None, overrides: Iterable[str] = ()) -> Recip
     return _build(raw, name=name, source=source)
 
 
+def recipe_from_dict(data: Mapping[str, Any]) -> Recipe:
+    """The recipe :meth:`Recipe.to_dict` wrote (in ``run.json`` or an adapter's
+    ``subplug-training.json``), validated again."""
+    raw = {k: v for k, v in data.items() if k not in ("name", "source")}
+    return _build(raw, name=str(data.get("name", "recipe")), source=str(data.get("source", "")))
+
+
+def recipe_toml(tables: Mapping[str, Mapping[str, Any]]) -> str:
+    """TOML text of recipe-shaped tables (``[model]``, ``[data]``, …): what
+    ``subplug train --print-recipe`` prints, readable back as a recipe file."""
+    lines: list[str] = []
+    for section, table in tables.items():
+        if lines:
+            lines.append("")
+        lines.append(f"[{section}]")
+        for key, value in table.items():
+            if value is not None:
+                lines.append(f"{key} = {toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def toml_value(value: Any) -> str:
+    """One value as TOML: strings, numbers, booleans, arrays and inline tables."""
+    import json
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)  # a JSON string is a TOML basic string
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return json.dumps(str(value), ensure_ascii=False)
+
+
 def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
     """Return a copy of TOML data ``raw`` with each ``SECTION.KEY=VALUE`` applied.
 

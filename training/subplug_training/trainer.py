@@ -1,19 +1,20 @@
 """One training run: check everything, read the data, train with the transformers
-``Trainer``, resume after an interruption, and install the adapter into the model cache.
+``Trainer`` (in one process or several), resume after an interruption, and install the
+adapter into the model cache.
 
-The run folder (``--output``, by default ``<subplug home>/training/<name>``) holds:
-
-* ``run.json``: what the run was started with (recipe, data, base); a later command
-  resumes only a run started with the same settings;
-* ``data-report.json``: rows kept and dropped per source, with reasons;
-* ``checkpoint-N/``: the Trainer's checkpoints (adapter, optimiser, scheduler, state);
-* ``adapter/``: the finished adapter, which is then copied into the cache under the
-  run's name, so ``subplug generate --model NAME`` uses it.
+A run in several processes (``torchrun``, ``accelerate launch``; see
+:mod:`subplug_training.distributed`) trains one adapter together: the main process checks
+the options and the data, writes the run folder (:mod:`subplug_training.run_folder`) and
+installs the adapter, while the others wait for it and take its plan; all of them train,
+each on its share of every batch, and stop together after the same step when
+interrupted. The recipe's effective batch is kept whatever the number of processes
+(:mod:`subplug_training.batch`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import re
 import shutil
@@ -30,17 +31,28 @@ from typing import Any
 from subplug.errors import Cancelled, SubplugError
 from subplug.prompts import INSTRUCTIONS
 
-from subplug_training.data import DataSpec, ScanResult, Source, load_audio, open_sources, ordered
-from subplug_training.instructions import Sample, SamplePlan, plan_samples
+from subplug_training import distributed
+from subplug_training.batch import BatchPlan, plan_batch, recipe_batch
+from subplug_training.data import DataSpec, Source, load_audio
+from subplug_training.distributed import MainProcessFailed, Processes
+from subplug_training.instructions import Sample, SamplePlan
 from subplug_training.recipe import Recipe
+from subplug_training.run_folder import (
+    ADAPTER_DIR,
+    KEEP_CHOICES,
+    PROVENANCE_FILE,
+    REPORT_FILE,
+    RUN_FILE,
+    finished_run,
+    incomplete_checkpoints,
+    last_checkpoint,
+    prune_checkpoints,
+    read_json,
+    settings_changes,
+    write_json,
+)
 
-RUN_FILE = "run.json"
-REPORT_FILE = "data-report.json"
-ADAPTER_DIR = "adapter"
-#: Written into the adapter folder (and so into the cache entry): how it was made.
-PROVENANCE_FILE = "subplug-training.json"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -64,9 +76,12 @@ class TrainOptions:
     install: bool = True
     """Copy the finished adapter into the model cache."""
     threads: int | None = None
-    """CPU threads for torch (CPU training only)."""
+    """CPU threads for torch (CPU training only; per process)."""
     workers: int = 4
     """Threads decoding audio while the data is checked."""
+    keep_checkpoints: str = "last"
+    """After a finished run: ``last`` keeps the last checkpoint and the best one (by
+    evaluation loss); ``all`` keeps every checkpoint."""
 
     @property
     def run_dir(self) -> Path:
@@ -90,16 +105,47 @@ class TrainResult:
     trainable: int
     total_params: int
     samples: Mapping[str, int] = field(default_factory=dict)
+    already_finished: bool = False
+    """The run folder held a finished run: nothing was trained this time."""
+    kept_checkpoints: tuple[str, ...] = ()
+    processes: int = 1
+    main_process: bool = True
+    """False in the other processes of a multi-process run (they print nothing)."""
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """What the main process hands to the others before training (picklable)."""
+
+    base: str
+    """The base model as the cache resolves it (name, or folder)."""
+    plan: SamplePlan | None
+    checkpoint: str | None
+    """Checkpoint folder to resume from."""
+    finished: Mapping[str, Any] | None
+    """The provenance of a run that had finished already."""
+    installed: bool
+    """The finished run's adapter is the cache entry ``name`` already."""
 
 
 # --------------------------------------------------------------------- checking
 
 
-def check_options(options: TrainOptions) -> Any:
+def check_options(options: TrainOptions, *, installed_here: bool = False) -> Any:
     """Validate names, the base model, the device and the run folder before any data is
-    read or model loaded; returns the resolved base (``subplug.cache.ResolvedModel``)."""
+    read or model loaded; returns the resolved base (``subplug.cache.ResolvedModel``).
+
+    ``installed_here``: the cache entry ``name`` is this run folder's finished adapter
+    (a rerun of a finished command), which is not a name clash."""
     from subplug import cache
 
+    if not options.name:
+        raise SubplugError(
+            "no-name",
+            "Name the adapter to train with --name NAME.",
+            "It becomes its model cache name: subplug generate --model NAME. "
+            "(--check-data, --dry-run and --print-recipe need no name.)",
+        )
     if not _NAME_RE.match(options.name):
         raise SubplugError(
             "invalid-model-name",
@@ -113,7 +159,14 @@ def check_options(options: TrainOptions) -> Any:
             "Add --data KIND=PATH for each source (docs/training.md), e.g. "
             "--data mbspeech=~/data/mbspeech --data my-clips.jsonl",
         )
-    if options.install and not options.force and (cache.models_dir() / options.name).exists():
+    if options.keep_checkpoints not in KEEP_CHOICES:
+        raise SubplugError("bad-option", f"--keep-checkpoints takes {' or '.join(KEEP_CHOICES)}.")
+    if (
+        options.install
+        and not options.force
+        and not installed_here
+        and (cache.models_dir() / options.name).exists()
+    ):
         raise SubplugError(
             "model-exists",
             f"The model cache already has a model named {options.name!r}.",
@@ -142,7 +195,8 @@ def check_options(options: TrainOptions) -> Any:
             "train-device",
             f"subplug train runs on the first visible GPU, not {device}.",
             f"Make it the first one: CUDA_VISIBLE_DEVICES={device[5:]} subplug train … "
-            "--device cuda",
+            "--device cuda. For several GPUs start one process per GPU with torchrun "
+            "(docs/training.md, 'Several GPUs').",
         )
     if options.threads is not None and options.threads < 1:
         raise SubplugError("bad-threads", "--threads must be at least 1.")
@@ -154,10 +208,15 @@ def run_settings(options: TrainOptions, base: Any) -> dict[str, Any]:
     """The settings a run is resumed only with (written to ``run.json``)."""
     return {
         "recipe": options.recipe.to_dict(),
-        "data": [{"kind": d.kind, "path": str(d.path.absolute())} for d in options.data],
+        "data": data_sources(options.data),
         "base": base.name or str(base.path),
         "name": options.name,
     }
+
+
+def data_sources(specs: Sequence[DataSpec]) -> list[dict[str, str]]:
+    """The ``--data`` arguments with absolute paths (``run.json``, adapter metadata)."""
+    return [{"kind": d.kind, "path": str(d.path.absolute())} for d in specs]
 
 
 def _check_run_dir(options: TrainOptions, base: Any) -> None:
@@ -165,149 +224,35 @@ def _check_run_dir(options: TrainOptions, base: Any) -> None:
     run_file = folder / RUN_FILE
     if options.restart or not run_file.is_file():
         return
-    try:
-        previous = json.loads(run_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        previous = None
+    previous = read_json(run_file)
     wanted = run_settings(options, base)
     if previous != wanted:
-        changed = sorted(
-            k for k in wanted if not isinstance(previous, dict) or previous.get(k) != wanted[k]
-        ) or ["run.json"]
+        changes = settings_changes(previous, wanted) if isinstance(previous, dict) else []
+        shown = "; ".join(changes[:3]) or "run.json is unreadable"
+        if len(changes) > 3:
+            shown += f"; and {len(changes) - 3} more"
         raise SubplugError(
             "run-mismatch",
-            f"{folder} holds a run started with other settings ({', '.join(changed)}).",
-            "Pass --restart to start over (the old run folder is kept, renamed), or use "
-            "another --name or --output.",
+            f"{folder} holds a run started with other settings ({shown}).",
+            "Run it with the settings it was started with to resume it, pass --restart to "
+            "start over (the old run folder is kept, renamed), or use another --name or "
+            "--output.",
         )
 
 
-def last_checkpoint(run_dir: Path) -> Path | None:
-    """The newest complete checkpoint in ``run_dir`` (its ``trainer_state.json``, which
-    the Trainer writes last, is present and readable), or ``None``."""
-    if not run_dir.is_dir():
-        return None
-    found: list[tuple[int, Path]] = []
-    for child in run_dir.iterdir():
-        match = _CHECKPOINT_RE.match(child.name)
-        if not match or not child.is_dir():
-            continue
-        try:
-            json.loads((child / "trainer_state.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        found.append((int(match.group(1)), child))
-    return max(found)[1] if found else None
+def _installed_from(name: str, run_dir: Path) -> bool:
+    """Is the cache entry ``name`` the adapter installed from ``run_dir``?"""
+    from subplug import cache
+
+    try:
+        resolved = cache.resolve_model(name)
+    except SubplugError:
+        return False
+    manifest = resolved.manifest
+    return manifest is not None and manifest.source == f"training:{run_dir}"
 
 
-def _incomplete_checkpoints(run_dir: Path, last: Path | None) -> list[Path]:
-    newest = int(_CHECKPOINT_RE.match(last.name).group(1)) if last else -1  # type: ignore[union-attr]
-    result = []
-    for child in run_dir.iterdir() if run_dir.is_dir() else ():
-        match = _CHECKPOINT_RE.match(child.name)
-        if match and int(match.group(1)) > newest:
-            result.append(child)
-    return result
-
-
-# -------------------------------------------------------------------------- data
-
-
-def read_data(options: TrainOptions, console: Any = None) -> tuple[list[ScanResult], SamplePlan]:
-    """Open every ``--data`` source, check every row and plan the samples."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    from subplug_training.data import scan
-
-    settings = options.recipe.data
-    sources: list[Source] = []
-    for spec in options.data:
-        sources.extend(open_sources(spec, settings))
-    names = [s.name for s in sources]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise SubplugError(
-            "bad-data",
-            f"The same source is given twice: {', '.join(duplicates)}.",
-            "Give each source once (ted already means ted-en and ted-mn).",
-        )
-    results = []
-    with Progress(
-        TextColumn("[bold]checking data[/] {task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        console=console,
-        disable=console is None,
-    ) as progress:
-        for source in ordered_sources(sources):
-            total = sum(len(rows) for rows in source.splits.values())
-            task = progress.add_task(source.name, total=total)
-
-            def advance(task: Any = task) -> None:
-                progress.advance(task)
-
-            results.append(scan(source, settings, on_row=advance, workers=options.workers))
-    results = ordered(results)
-    plan = plan_samples(results, settings.instructions, settings.seed)
-    return results, plan
-
-
-def ordered_sources(sources: Sequence[Source]) -> list[Source]:
-    """Sources in the seed's order (see :data:`subplug_training.data.SEED_ORDER`)."""
-    from subplug_training.data import SEED_ORDER
-
-    def rank(source: Source) -> int:
-        name = "manifest" if source.name.startswith("manifest:") else source.name
-        return SEED_ORDER.index(name)
-
-    return sorted(sources, key=rank)
-
-
-def data_report(results: Sequence[ScanResult], plan: SamplePlan) -> dict[str, Any]:
-    """Rows kept and dropped per source, and samples per instruction (JSON-ready)."""
-    return {
-        "sources": [r.to_dict() for r in results],
-        "samples": {"train": len(plan.train), "test": len(plan.test)},
-        "instructions": {
-            split: {str(k): v for k, v in plan.counts(split).items()} for split in ("train", "test")
-        },
-    }
-
-
-def print_data_report(console: Any, results: Sequence[ScanResult], plan: SamplePlan) -> None:
-    """A table of sources (rows, kept, hours, dropped) and the reasons rows were dropped."""
-    from rich.markup import escape
-    from rich.table import Table
-
-    table = Table(title="training data", title_justify="left")
-    for column in ("source", "rows", "train", "test", "audio (h:mm:ss)", "dropped"):
-        table.add_column(column, justify="left" if column == "source" else "right")
-    for result in results:
-        seconds = round(sum(k.seconds for rows in result.kept.values() for k in rows))
-        table.add_row(
-            result.source.name,
-            str(result.total),
-            str(len(result.kept["train"])),
-            str(len(result.kept["test"])),
-            f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}",
-            str(sum(result.dropped.values())),
-        )
-    console.print(table)
-    for result in results:
-        for reason, count in result.dropped.most_common():
-            example = escape(", ".join(result.examples.get(reason, [])[:3]))
-            console.print(
-                f"  [yellow]dropped[/] {count} row(s) of {escape(result.source.name)}: "
-                f"{escape(reason)} [dim](e.g. {example})[/]",
-                highlight=False,
-            )
-    counts = plan.counts("train")
-    spread = ", ".join(f"{number}: {count}" for number, count in counts.items())
-    console.print(
-        f"  {len(plan.train)} training and {len(plan.test)} test samples; "
-        f"per instruction: {spread or 'none'}",
-        highlight=False,
-    )
+# ----------------------------------------------------------------------- samples
 
 
 class SampleDataset:
@@ -333,18 +278,15 @@ class SampleDataset:
 # ----------------------------------------------------------------------- training
 
 
-def training_arguments(
-    recipe: Recipe,
-    run_dir: Path,
-    *,
-    device: str,
-    has_eval: bool,
-    steps_hint: int | None = None,
-) -> Any:
-    """``TrainingArguments`` from the recipe's ``[train]`` table and subplug's fixed
-    settings (output folder, no column removal, our progress display)."""
-    import dataclasses
-
+def train_settings(
+    recipe: Recipe, *, device: str, has_eval: bool, batch: BatchPlan | None = None
+) -> dict[str, Any]:
+    """The recipe's ``[train]`` table as this run passes it to ``TrainingArguments``:
+    ``bf16 = "auto"`` resolved for ``device``, gradient checkpointing under the name the
+    installed transformers uses, no evaluation without held-out samples, the batch split
+    over the processes (``batch``), and the data-parallel settings LoRA on Gemma 3n
+    needs (every adapted parameter is used in every step, so DDP need not search for
+    unused ones: ``ddp_find_unused_parameters = false``)."""
     from transformers import TrainingArguments
 
     train = dict(recipe.train)
@@ -370,14 +312,33 @@ def training_arguments(
                 train[new] = train.pop(old)
     if not has_eval and train.get("eval_strategy", "no") != "no":
         train["eval_strategy"] = "no"
+    if batch is not None:
+        train["per_device_train_batch_size"] = batch.per_device
+        train["gradient_accumulation_steps"] = batch.accumulation
+    train.setdefault("ddp_find_unused_parameters", False)
     train.setdefault("report_to", [])
+    return train
+
+
+def training_arguments(
+    recipe: Recipe,
+    run_dir: Path,
+    *,
+    device: str,
+    has_eval: bool,
+    batch: BatchPlan | None = None,
+) -> Any:
+    """``TrainingArguments`` from :func:`train_settings` and subplug's fixed settings
+    (output folder, no column removal, our progress display)."""
+    from transformers import TrainingArguments
+
     return TrainingArguments(
         output_dir=str(run_dir),
         remove_unused_columns=False,
         disable_tqdm=True,
         use_cpu=device == "cpu",
         label_names=["labels"],
-        **train,
+        **train_settings(recipe, device=device, has_eval=has_eval, batch=batch),
     )
 
 
@@ -431,70 +392,92 @@ def _quiet() -> Iterator[None]:
 def run_training(
     options: TrainOptions, *, console: Any = None, callbacks: Sequence[Any] = ()
 ) -> TrainResult:
-    """The whole run: check, read data, train (resuming when possible), install."""
+    """The whole run: check, read data, train (resuming when possible), install.
+
+    In a multi-process run every process calls this; only the main one prints (on
+    ``console``) and installs, and only its :class:`TrainResult` has
+    ``main_process=True``. The others raise :class:`MainProcessFailed` when the main
+    one fails."""
     with warnings.catch_warnings():
         # Deprecation notices from inside the libraries say nothing a user can act on.
         warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft)")
-        return _run_training(options, console=console, callbacks=callbacks)
+        from subplug import runtime
+
+        try:
+            device = runtime.resolve_device(options.device)
+            processes = distributed.start(
+                device, timeout_s=float(options.recipe.train.get("ddp_timeout", 1800))
+            )
+        except SubplugError as error:
+            if distributed.launched_rank() != 0:
+                # Every process meets this error the same way; the main one says it.
+                raise MainProcessFailed(error.exit_code) from None
+            raise
+        try:
+            return _run(options, device, processes, console, callbacks)
+        finally:
+            processes.close()
 
 
-def _run_training(options: TrainOptions, *, console: Any, callbacks: Sequence[Any]) -> TrainResult:
+def _run(
+    options: TrainOptions,
+    device: str,
+    processes: Processes,
+    console: Any,
+    callbacks: Sequence[Any],
+) -> TrainResult:
     import torch
-    from subplug import runtime
     from transformers import Trainer
 
     from subplug_training.collator import Collator
     from subplug_training.lora import count_parameters
-    from subplug_training.progress import RichTrainingProgress
+    from subplug_training.progress import training_progress
 
-    base = check_options(options)
-    device = runtime.resolve_device(options.device)
+    if not processes.is_main:
+        console = None
+        distributed.quiet_replica()
+    mine: dict[str, Any] = {}  # the main process's own base and sources
+    prepared = processes.share(lambda: _prepare(options, device, processes, console, mine))
+    base, sources = mine.get("base"), mine.get("sources")
+    if not processes.is_main:
+        base, sources = _follow(options, prepared, processes)
     run_dir = options.run_dir
-    _say(
-        console,
-        f"[bold]Training {options.name}[/]: recipe {{}}, base {{}}, on {device}; run folder {{}}",
-        options.recipe.name,
-        base.name or base.path,
-        run_dir,
-    )
-    if options.restart and run_dir.exists() and any(run_dir.iterdir()):
-        kept = run_dir.with_name(f"{run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
-        run_dir.rename(kept)
-        _say(console, "Started over; the previous run folder is kept as {}.", kept)
-
-    try:
-        results, plan = read_data(options, console)
-    except KeyboardInterrupt:
-        raise Cancelled("Interrupted while checking the data; nothing was trained.") from None
-    if console is not None:
-        print_data_report(console, results, plan)
-    if not plan.train:
-        raise SubplugError(
-            "no-training-data",
-            "No usable training samples: every row was dropped or held out.",
-            "See the dropped rows above (and data-report.json in the run folder).",
-        )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(run_dir / REPORT_FILE, data_report(results, plan))
-    _write_json(run_dir / RUN_FILE, run_settings(options, base))
+    if prepared.finished is not None:
+        done = processes.share(lambda: _finish_finished(options, base, prepared, console))
+        return done if processes.is_main else dataclasses.replace(done, main_process=False)
+    plan = prepared.plan
+    assert plan is not None and sources is not None and base is not None
 
     if device == "cpu" and options.threads:
         torch.set_num_threads(options.threads)
-    args = training_arguments(options.recipe, run_dir, device=device, has_eval=bool(plan.test))
+    recipe = options.recipe
+    args = training_arguments(recipe, run_dir, device=device, has_eval=bool(plan.test))
+    batch = plan_batch(*recipe_batch(recipe.train), max(1, args.world_size) * max(1, args.n_gpu))
+    if batch.adjusted:
+        args = training_arguments(
+            recipe, run_dir, device=device, has_eval=bool(plan.test), batch=batch
+        )
+    _say(console, batch.describe())
+    if args.n_gpu > 1:
+        _say(
+            console,
+            f"[yellow]note[/] {args.n_gpu} GPUs in one process train with DataParallel; "
+            f"one process per GPU is faster: torchrun --nproc_per_node {args.n_gpu} -m "
+            "subplug train … (docs/training.md, 'Several GPUs').",
+        )
     dtype = torch.bfloat16 if args.bf16 else torch.float32
-    processor, model = load_model(Path(base.path), options.recipe, dtype=dtype)
+    processor, model = load_model(Path(base.path), recipe, dtype=dtype)
     counts = count_parameters(model)
     _say(
         console,
-        f"LoRA r={options.recipe.lora.r} on {counts.adapted_modules} modules "
+        f"LoRA r={recipe.lora.r} on {counts.adapted_modules} modules "
         f"({counts.audio_tower_modules} in the audio tower): {counts.trainable:,} trainable "
         f"of {counts.total:,} parameters ({100 * counts.share:.2f} %)",
     )
 
-    stopper = GracefulStop()
-    sources = {result.source.name: result.source for result in results}
-    collator = Collator(processor, masking=options.recipe.data.masking, feature_dtype=dtype)
-    progress = RichTrainingProgress(console) if console is not None else None
+    stopper = GracefulStop(processes)
+    collator = Collator(processor, masking=recipe.data.masking, feature_dtype=dtype)
+    progress = training_progress(console) if console is not None else None
     trainer = Trainer(
         model=model,
         args=args,
@@ -503,24 +486,22 @@ def _run_training(options: TrainOptions, *, console: Any, callbacks: Sequence[An
         data_collator=collator,
         callbacks=[*([progress] if progress else []), stopper.callback(), *callbacks],
     )
-    if progress is not None:
-        from transformers import PrinterCallback
+    from transformers import PrinterCallback
 
-        trainer.remove_callback(PrinterCallback)  # it prints raw log dicts; ours prints lines
-    checkpoint = None if options.restart else last_checkpoint(run_dir)
-    for broken in _incomplete_checkpoints(run_dir, checkpoint):
-        shutil.rmtree(broken, ignore_errors=True)
-        _say(console, "Removed {}: it was cut off while being saved.", broken.name)
-    if checkpoint is not None:
-        _say(console, "Resuming from {} in {}.", checkpoint.name, run_dir)
+    trainer.remove_callback(PrinterCallback)  # it prints raw log dicts; ours prints lines
+    checkpoint = run_dir / prepared.checkpoint if prepared.checkpoint else None
     try:
         with stopper.on_ctrl_c():
             output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-        if stopper.requested and trainer.state.global_step < trainer.state.max_steps:
+        if stopper.stopped and trainer.state.global_step < trainer.state.max_steps:
             raise KeyboardInterrupt
     except KeyboardInterrupt:
         if progress is not None:
             progress.close()
+        if stopper.stopped:
+            processes.barrier()  # every process has written its part of the checkpoint
+        if not processes.is_main:
+            raise MainProcessFailed(130) from None
         saved = last_checkpoint(run_dir)
         where = f"the last checkpoint is {saved.name}" if saved else "no checkpoint was saved yet"
         raise Cancelled(
@@ -530,33 +511,192 @@ def _run_training(options: TrainOptions, *, console: Any, callbacks: Sequence[An
         if progress is not None:
             progress.close()
 
-    adapter_dir = run_dir / ADAPTER_DIR
-    save_adapter(model, adapter_dir, base, options, plan, trainer.state)
-    cache_name = None
-    if options.install:
-        from subplug import cache
+    made = {
+        "data_sources": data_sources(options.data),
+        "parameters": {"trainable": counts.trainable, "total": counts.total},
+        "processes": processes.count,
+        "batch": {
+            "per_device": batch.per_device,
+            "accumulation": batch.accumulation,
+            "replicas": batch.replicas,
+            "effective": batch.effective,
+        },
+    }
 
-        cache.add_model(
-            options.name,
-            adapter_dir,
-            kind="adapter",
-            base=base.name,
-            force=options.force,
-            source=f"training:{run_dir}",
+    def finish() -> TrainResult:
+        adapter_dir = run_dir / ADAPTER_DIR
+        save_adapter(model, adapter_dir, base, options, plan, trainer.state, made=made)
+        cache_name = _install(options, adapter_dir, base, console) if options.install else None
+        kept = _prune(options, trainer.state, console)
+        return TrainResult(
+            run_dir=run_dir,
+            adapter_dir=adapter_dir,
+            cache_name=cache_name,
+            global_step=trainer.state.global_step,
+            resumed_from=prepared.checkpoint,
+            train_loss=getattr(output, "training_loss", None),
+            trainable=counts.trainable,
+            total_params=counts.total,
+            samples={"train": len(plan.train), "test": len(plan.test)},
+            kept_checkpoints=kept,
+            processes=processes.count,
         )
+
+    result = processes.share(finish)
+    return result if processes.is_main else dataclasses.replace(result, main_process=False)
+
+
+def _prepare(
+    options: TrainOptions,
+    device: str,
+    processes: Processes,
+    console: Any,
+    mine: dict[str, Any],
+) -> _Prepared:
+    """The main process's work before training: check, read the data, write the run
+    folder's files, find the checkpoint to resume from."""
+    from subplug_training.data_check import (
+        data_report,
+        print_data_report,
+        read_data,
+        require_training_data,
+    )
+
+    run_dir = options.run_dir
+    finished = None if options.restart else finished_run(run_dir)
+    installed = bool(finished and options.install and _installed_from(options.name, run_dir))
+    base = check_options(options, installed_here=installed)
+    mine["base"] = base
+    where = device if processes.count == 1 else f"{device}, {processes.describe()}"
+    _say(
+        console,
+        f"[bold]Training {options.name}[/]: recipe {{}}, base {{}}, on {where}; run folder {{}}",
+        options.recipe.name,
+        base.name or base.path,
+        run_dir,
+    )
+    if options.restart and run_dir.exists() and any(run_dir.iterdir()):
+        kept = run_dir.with_name(f"{run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+        run_dir.rename(kept)
+        _say(console, "Started over; the previous run folder is kept as {}.", kept)
+    if finished is not None:
+        return _Prepared(base.name or str(base.path), None, None, finished, installed)
+
+    try:
+        results, plan = read_data(
+            options.data, options.recipe.data, console, workers=options.workers
+        )
+    except KeyboardInterrupt:
+        raise Cancelled("Interrupted while checking the data; nothing was trained.") from None
+    if console is not None:
+        print_data_report(console, results, plan)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / REPORT_FILE, data_report(results, plan))
+    require_training_data(results, plan)
+    write_json(run_dir / RUN_FILE, run_settings(options, base))
+    mine["sources"] = {result.source.name: result.source for result in results}
+
+    checkpoint = None if options.restart else last_checkpoint(run_dir)
+    for broken in incomplete_checkpoints(run_dir, checkpoint):
+        shutil.rmtree(broken, ignore_errors=True)
+        _say(console, "Removed {}: it was cut off while being saved.", broken.name)
+    if checkpoint is not None:
+        _say(console, "Resuming from {} in {}.", checkpoint.name, run_dir)
+    return _Prepared(
+        base.name or str(base.path), plan, checkpoint.name if checkpoint else None, None, False
+    )
+
+
+def _follow(
+    options: TrainOptions, prepared: _Prepared, processes: Processes
+) -> tuple[Any, dict[str, Source]]:
+    """In the other processes: the base model and the sources, opened (not scanned:
+    the main process's plan says which rows to use)."""
+    from subplug import cache
+
+    from subplug_training.data_check import open_all
+
+    try:
+        base = cache.resolve_model(prepared.base)
+        if prepared.finished is not None:
+            return base, {}
+        sources = open_all(options.data, options.recipe.data)
+    except SubplugError as error:
+        raise SubplugError(
+            error.reference,
+            f"process {processes.rank} of {processes.count}: {error.message}",
+            error.hint,
+            exit_code=error.exit_code,
+        ) from None
+    return base, {source.name: source for source in sources}
+
+
+def _finish_finished(
+    options: TrainOptions, base: Any, prepared: _Prepared, console: Any
+) -> TrainResult:
+    """A rerun of a finished run: say so, and install its adapter if that is still to do."""
+    made = prepared.finished or {}
+    run_dir = options.run_dir
+    adapter_dir = run_dir / ADAPTER_DIR
+    step = int(made.get("global_step", 0))
+    _say(
+        console,
+        f"{options.name} finished training already ({step} steps); its adapter is in {{}}.",
+        adapter_dir,
+    )
+    cache_name = None
+    if options.install and prepared.installed and not options.force:
         cache_name = options.name
-        _say(console, f"Installed the adapter as [bold]{options.name}[/] in the model cache.")
+        _say(
+            console,
+            f"It is installed as [bold]{options.name}[/]: nothing to do "
+            "(--restart trains it again).",
+        )
+    elif options.install:
+        cache_name = _install(options, adapter_dir, base, console)
+    else:
+        _say(console, "Nothing to do (--restart trains it again).")
+    parameters = made.get("parameters", {})
+    samples = made.get("samples", {})
     return TrainResult(
         run_dir=run_dir,
         adapter_dir=adapter_dir,
         cache_name=cache_name,
-        global_step=trainer.state.global_step,
-        resumed_from=checkpoint.name if checkpoint else None,
-        train_loss=getattr(output, "training_loss", None),
-        trainable=counts.trainable,
-        total_params=counts.total,
-        samples={"train": len(plan.train), "test": len(plan.test)},
+        global_step=step,
+        resumed_from=None,
+        train_loss=None,
+        trainable=int(parameters.get("trainable", 0)),
+        total_params=int(parameters.get("total", 0)),
+        samples=dict(samples),
+        already_finished=True,
+        processes=int(made.get("processes", 1)),
     )
+
+
+def _install(options: TrainOptions, adapter_dir: Path, base: Any, console: Any) -> str:
+    from subplug import cache
+
+    cache.add_model(
+        options.name,
+        adapter_dir,
+        kind="adapter",
+        base=base.name,
+        force=options.force,
+        source=f"training:{options.run_dir}",
+    )
+    _say(console, f"Installed the adapter as [bold]{options.name}[/] in the model cache.")
+    return options.name
+
+
+def _prune(options: TrainOptions, state: Any, console: Any) -> tuple[str, ...]:
+    retention = prune_checkpoints(
+        options.run_dir,
+        options.keep_checkpoints,
+        log_history=state.log_history,
+        best=getattr(state, "best_model_checkpoint", None),
+    )
+    _say(console, retention.describe())
+    return tuple(name for name, _ in retention.kept)
 
 
 class GracefulStop:
@@ -565,10 +705,16 @@ class GracefulStop:
 
     Only a flag is set from the signal handler, so the request cannot be lost wherever
     the main thread happens to be (a KeyboardInterrupt raised inside a finaliser is
-    swallowed by Python)."""
+    swallowed by Python). With several processes (torchrun passes the signal on to each),
+    they agree after every step whether any was asked to stop, so all stop after the
+    same step and save the same checkpoint."""
 
-    def __init__(self) -> None:
+    def __init__(self, processes: Processes | None = None) -> None:
+        self.processes = processes or Processes()
         self.requested = False
+        """This process was asked to stop."""
+        self.stopped = False
+        """The processes agreed to stop after the current step."""
 
     def callback(self) -> Any:
         from transformers import TrainerCallback
@@ -577,7 +723,8 @@ class GracefulStop:
 
         class _StopAfterStep(TrainerCallback):  # type: ignore[misc]
             def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
-                if stop.requested:
+                if stop.processes.any(stop.requested, args.device):
+                    stop.stopped = True
                     control.should_save = True
                     control.should_training_stop = True
                 return control
@@ -600,11 +747,12 @@ class GracefulStop:
             if self.requested:
                 raise KeyboardInterrupt
             self.requested = True
-            sys.stderr.write(
-                "\nStopping after this step and saving a checkpoint (Ctrl-C again to stop "
-                "at once)...\n"
-            )
-            sys.stderr.flush()
+            if self.processes.is_main:
+                sys.stderr.write(
+                    "\nStopping after this step and saving a checkpoint (Ctrl-C again to stop "
+                    "at once)...\n"
+                )
+                sys.stderr.flush()
 
         signal.signal(signal.SIGINT, handler)
         try:
@@ -614,12 +762,20 @@ class GracefulStop:
 
 
 def save_adapter(
-    model: Any, folder: Path, base: Any, options: TrainOptions, plan: SamplePlan, state: Any
+    model: Any,
+    folder: Path,
+    base: Any,
+    options: TrainOptions,
+    plan: SamplePlan,
+    state: Any,
+    *,
+    made: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write the adapter (peft layout) and how it was made into ``folder``.
 
     ``base_model_name_or_path`` names the base as the cache knows it: its Hub repository
-    when it was pulled or imported from one, else its cache name."""
+    when it was pulled or imported from one, else its cache name. ``subplug-training.json``
+    is written last: its presence marks a finished run (``run_folder.finished_run``)."""
     if folder.exists():
         shutil.rmtree(folder)
     with _quiet():
@@ -629,7 +785,7 @@ def save_adapter(
     manifest = getattr(base, "manifest", None)
     config["base_model_name_or_path"] = (manifest.repo_id if manifest else None) or base.name
     config_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    _write_json(
+    write_json(
         folder / PROVENANCE_FILE,
         {
             "recipe": options.recipe.to_dict(),
@@ -639,15 +795,10 @@ def save_adapter(
             "instructions": {str(k): v for k, v in plan.counts("train").items()},
             "global_step": state.global_step,
             "log_history": state.log_history[-20:],
+            **(made or {}),
         },
     )
     return folder
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
 
 
 def _say(console: Any, text: str, *paths: Any) -> None:
