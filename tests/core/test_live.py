@@ -235,6 +235,31 @@ def test_plan_work_properties(
     assert bool(plan.batch) == bool(waiting) or len(plan.dropped) == len(waiting)
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    durations=st.lists(st.floats(0.1, 8.0), min_size=0, max_size=16),
+    merge_limit=st.floats(8.0, 30.0),
+    max_groups=st.integers(1, 6),
+)
+def test_plan_work_forms_up_to_max_groups_of_merged_utterances(
+    durations: list[float], merge_limit: float, max_groups: int
+) -> None:
+    waiting, t = [], 0.0
+    for d in durations:
+        waiting.append(utterance(t, t + d))
+        t += d + 0.5
+    plan = plan_work(waiting, t, max_lag=0.0, merge_limit=merge_limit, max_groups=max_groups)
+    flat = [u for group in plan.groups for u in group]
+    assert flat + list(plan.rest) == waiting, "order kept, nothing lost"
+    assert len(plan.groups) <= max_groups
+    assert not plan.rest or len(plan.groups) == max_groups
+    for group in plan.groups:
+        merged = sum(u.duration for u in group) + MERGE_GAP * (len(group) - 1)
+        assert len(group) == 1 or merged <= merge_limit + 1e-9
+    single = plan_work(waiting, t, max_lag=0.0, merge_limit=merge_limit)
+    assert single.groups[:1] == plan.groups[:1] and single.batch == plan.batch
+
+
 def test_merge_chunk_keeps_every_utterance_and_its_times() -> None:
     batch = [utterance(1.0, 2.0), utterance(4.0, 4.5)]
     chunk = merge_chunk(batch, 7)
