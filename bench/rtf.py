@@ -384,7 +384,7 @@ def build_copy(args: argparse.Namespace) -> None:
     ``generate`` would keep it (a folder with ``subplug-quant.json``), timing the build
     and its peak memory; prints JSON."""
     from subplug import runtime
-    from subplug.backends import gemma3n_quant
+    from subplug.backends import gemma3n_model, gemma3n_quant
     from subplug.prompts import INSTRUCTIONS
     from subplug.quant import memory
     from subplug.quant.convert import save_quantized
@@ -399,7 +399,7 @@ def build_copy(args: argparse.Namespace) -> None:
     config = AutoConfig.from_pretrained(folder)
     choice = runtime.choose_quantize(quantize, vocab, "cpu", params=10**10)
     kept = gemma3n_quant.kept_vocabulary(processor, config, INSTRUCTIONS)
-    spec = gemma3n_quant.spec_for(choice, kept, params=runtime.count_params(config))
+    spec = gemma3n_quant.spec_for(choice, kept, params=gemma3n_model.count_params(config))
     model = gemma3n_quant.build(folder, None, spec)
     built = _now()
     target = Path(args.save_to)

@@ -8,325 +8,21 @@ non-zero exit; ``--debug`` shows the traceback.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import signal
 import sys
-import threading
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from types import FrameType
-from typing import Any
+from collections.abc import Sequence
 
 from subplug import __version__
+from subplug.commands.arguments import (  # noqa: F401  (public: plugins add these options)
+    add_bottom_argument,
+    add_engine_arguments,
+    add_precision_arguments,
+    parse_csv,
+)
+from subplug.commands.registry import Commands, RunFunction, SetupFunction
 from subplug.errors import Cancelled, SubplugError
 
-RunFunction = Callable[[argparse.Namespace], "int | None"]
-SetupFunction = Callable[[argparse.ArgumentParser], None]
-
-
-@dataclass(frozen=True)
-class _Command:
-    name: str
-    help: str
-    setup: SetupFunction
-    run: RunFunction
-
-
-class Commands:
-    """What ``subplug_register_commands`` receives: a way to add subcommands."""
-
-    def __init__(self) -> None:
-        self._commands: dict[str, _Command] = {}
-
-    def add(self, name: str, *, help: str, setup: SetupFunction, run: RunFunction) -> None:
-        """Add subcommand ``name``; ``setup(parser)`` adds its arguments, ``run(args)``
-        does the work and returns an exit code (``None`` means 0)."""
-        if name in self._commands:
-            raise SubplugError(
-                "duplicate-command",
-                f"Two plugins add a command named {name!r}.",
-                "Disable one with SUBPLUG_DISABLED_PLUGINS.",
-            )
-        self._commands[name] = _Command(name, help, setup, run)
-
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        return iter(self._commands.values())
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._commands
-
-
 # ----------------------------------------------------------------------- parser
-
-
-def parse_csv(value: str) -> tuple[str, ...]:
-    """An argparse ``type``: ``"en, mn"`` → ``("en", "mn")`` (empty parts dropped)."""
-    return tuple(part.strip() for part in value.split(",") if part.strip())
-
-
-def add_engine_arguments(
-    parser: argparse._ActionsContainer,
-    *,
-    detects: str = "",
-    targets: bool = True,
-    formats: bool = False,
-    model_default: str = "the backend's",
-    source_default: str = "auto",
-    backend_default: str = "gemma3n",
-) -> None:
-    """Add the options of a command that runs the engine, in this order: ``--source``,
-    ``--targets`` (when ``targets``), ``--format`` (when ``formats``; dest ``formats``),
-    ``--model``, ``--backend`` and ``--device``.
-
-    ``detects`` says what auto-detection works on, for the ``--source`` help ("per
-    chunk"); ``model_default`` names the model used when ``--model`` is left out, in
-    its help. ``parser`` may be an argument group.
-    """
-    detects_help = f"auto detects it {detects}" if detects else "auto detects it"
-    parser.add_argument(
-        "--source",
-        default=source_default,
-        choices=["auto", "en", "mn"],
-        help=f"spoken language; {detects_help} (default: {source_default})",
-    )
-    if targets:
-        parser.add_argument(
-            "--targets",
-            default="en,mn",
-            type=parse_csv,
-            metavar="LANGS",
-            help="subtitle languages, comma-separated (default: en,mn)",
-        )
-    if formats:
-        parser.add_argument(
-            "--format",
-            dest="formats",
-            default="ass,srt",
-            type=parse_csv,
-            metavar="FORMATS",
-            help="ass (bilingual), srt, vtt; comma-separated (default: ass,srt)",
-        )
-    parser.add_argument(
-        "--model",
-        default=None,
-        metavar="NAME|PATH",
-        help=f"model cache name or folder (default: {model_default})",
-    )
-    parser.add_argument(
-        "--backend",
-        default=backend_default,
-        metavar="NAME",
-        help=f"model backend (default: {backend_default})",
-    )
-    parser.add_argument(
-        "--device",
-        default="auto",
-        metavar="DEVICE",
-        help="auto, cuda, cuda:N, mps or cpu (default: auto)",
-    )
-
-
-def add_precision_arguments(parser: argparse._ActionsContainer) -> None:
-    """Add ``--dtype``, ``--quantize`` and ``--vocab``: how the model's numbers are
-    stored and computed (docs/performance.md has the figures behind the defaults)."""
-    parser.add_argument(
-        "--dtype",
-        default="auto",
-        choices=["auto", "bf16", "fp16", "fp32", "bf16-upcast"],
-        help="float precision of an unquantised model (default: the fastest measured for "
-        "the device; bf16-upcast: CPU, bf16 weights with float32 matrix products)",
-    )
-    parser.add_argument(
-        "--quantize",
-        default="auto",
-        choices=["auto", "none", "int8", "int4"],
-        help="store the large matrices as integers (default auto: int8 on a CPU, none on "
-        "a GPU; int4: about half int8's memory, slower)",
-    )
-    parser.add_argument(
-        "--vocab",
-        default="auto",
-        choices=["auto", "full", "en-mn"],
-        help="en-mn keeps only the tokens English and Mongolian need (default auto: "
-        "en-mn whenever the model is quantised)",
-    )
-
-
-def add_bottom_argument(parser: argparse._ActionsContainer, *, where: str = "") -> None:
-    """Add ``--bottom``, the language shown at the bottom of bilingual subtitles;
-    ``where`` ends its help's first part (" in the .ass")."""
-    parser.add_argument(
-        "--bottom",
-        choices=["en", "mn"],
-        default="mn",
-        help=f"language shown at the bottom{where} (default: mn)",
-    )
-
-
-def _setup_generate(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("media", nargs="+", type=Path, metavar="MEDIA", help="audio or video files")
-    add_engine_arguments(parser, detects="per chunk", formats=True, model_default="gemma3n-en-mn")
-    add_precision_arguments(parser)
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=None,
-        metavar="N",
-        help="chunks per model call (default: from free memory)",
-    )
-    parser.add_argument(
-        "--no-merge",
-        action="store_true",
-        help="keep a LoRA adapter unmerged (slower; for comparisons)",
-    )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="output folder (default: next to each media file)",
-    )
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace existing subtitle files (a .bak copy is kept)",
-    )
-    parser.add_argument(
-        "--audio-stream",
-        type=int,
-        default=None,
-        metavar="N",
-        help="audio stream to use, counting audio streams from 0",
-    )
-    add_bottom_argument(parser, where=" in the .ass")
-    parser.add_argument(
-        "--max-chars",
-        type=int,
-        default=42,
-        metavar="N",
-        help="characters per subtitle line (default: 42)",
-    )
-    parser.add_argument(
-        "--max-chunk",
-        type=float,
-        default=30.0,
-        metavar="SECONDS",
-        help="longest audio the model hears at once, 1-30 (default: 30)",
-    )
-    parser.add_argument(
-        "--no-resume", action="store_true", help="ignore results of an earlier interrupted run"
-    )
-    parser.add_argument(
-        "--jsonl",
-        action="store_true",
-        help="print JSON lines for programs (docs/jsonl.md) instead of bars",
-    )
-
-
-def _generate_options(args: argparse.Namespace) -> Any:
-    from subplug.types import BackendOptions, CueOptions, GenerateOptions, StyleOptions
-
-    if args.batch_size is not None and args.batch_size < 1:
-        raise SubplugError(
-            "bad-batch-size",
-            f"--batch-size must be at least 1, not {args.batch_size}.",
-            "Leave it out to size batches from free memory.",
-        )
-    if not 10 <= args.max_chars <= 100:
-        raise SubplugError(
-            "bad-max-chars",
-            f"--max-chars must be between 10 and 100, not {args.max_chars}.",
-            "42 is the usual limit for English subtitles (Netflix), 39 for Cyrillic.",
-        )
-    if args.out is not None:
-        out = args.out.expanduser()
-        if out.exists() and not out.is_dir():
-            raise SubplugError(
-                "out-not-a-folder",
-                f"--out {out} is a file, not a folder.",
-                "Give a folder for --out (it is created when missing).",
-            )
-        if not out.exists():
-            try:
-                out.mkdir(parents=True)
-            except OSError as exc:
-                raise SubplugError(
-                    "output-not-writable",
-                    f"Cannot create the output folder {out}: {exc.strerror}.",
-                    "Choose a folder you can write to with --out.",
-                ) from exc
-        args.out = out
-    return GenerateOptions(
-        source=args.source,
-        targets=args.targets,
-        formats=args.formats,
-        out_dir=args.out,
-        overwrite=args.overwrite,
-        audio_stream=args.audio_stream,
-        backend=args.backend,
-        backend_options=BackendOptions(
-            model=args.model,
-            device=args.device,
-            dtype=args.dtype,
-            quantize=args.quantize,
-            vocab=args.vocab,
-            batch_size=args.batch_size,
-            merge_adapter=not args.no_merge,
-        ),
-        cues=CueOptions(max_chars={"en": args.max_chars, "mn": args.max_chars}),
-        style=StyleOptions(bottom=args.bottom),
-        max_chunk=args.max_chunk,
-        resume=not args.no_resume,
-    )
-
-
-def _run_generate(args: argparse.Namespace) -> int:
-    from subplug import plugins
-    from subplug.engine import Engine
-    from subplug.progress import JsonlEvents, RichProgress
-
-    sink: Any = JsonlEvents(sys.stdout) if args.jsonl else RichProgress()
-    plugins.register(sink, name="cli-events")
-    try:
-        options = _generate_options(args)
-        with _sigterm_interrupts(), Engine() as engine:
-            results = engine.run(args.media, options)
-    except KeyboardInterrupt:
-        # Outside the model stage (which raises Cancelled itself): decoding, writing…
-        cancelled = Cancelled()
-        if args.jsonl:
-            sink.fatal(cancelled)
-        raise cancelled from None
-    except SubplugError as error:
-        if args.jsonl:
-            sink.fatal(error)
-        raise
-    finally:
-        plugins.unregister(sink)
-        sink.close()
-    if not args.jsonl:
-        sink.summary(results)
-    return 0 if all(r is not None for r in results) else 1
-
-
-@contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM (a host program cancelling the job) stops like Ctrl-C: journal kept,
-    no partial output, exit code 130."""
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _setup_doctor(parser: argparse.ArgumentParser) -> None:
@@ -379,6 +75,18 @@ def _host_command(action: str) -> tuple[SetupFunction, RunFunction]:
         return run_host_action(action, args.host, as_json=args.json)
 
     return setup, run
+
+
+def _setup_generate(parser: argparse.ArgumentParser) -> None:
+    from subplug.commands import generate
+
+    generate.setup(parser)
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    from subplug.commands import generate
+
+    return generate.run(args)
 
 
 def core_commands() -> Commands:

@@ -83,12 +83,23 @@ def validate(options: GenerateOptions) -> GenerateOptions:
             f"Chunk length {options.max_chunk:g} s is outside 1–30 s.",
             "Gemma 3n hears at most 30 s of audio at a time: use --max-chunk 1 to 30.",
         )
+    narrow = {lang: n for lang, n in options.cues.max_chars.items() if not 10 <= n <= 100}
+    if narrow:
+        lang, n = next(iter(narrow.items()))
+        raise SubplugError(
+            "bad-max-chars",
+            f"--max-chars must be between 10 and 100, not {n}.",
+            "42 is the usual limit for English subtitles (Netflix), 39 for Cyrillic.",
+        )
     if options.audio_stream is not None and options.audio_stream < 0:
         raise SubplugError(
             "bad-audio-stream",
             f"--audio-stream must be 0 or more, not {options.audio_stream}.",
             "Audio streams are counted from 0; leave it out to use the default stream.",
         )
+    from subplug import runtime
+
+    runtime.validate_options(options.backend_options)
     if options.backend not in plugins.backends():
         raise SubplugError(
             "unknown-backend",

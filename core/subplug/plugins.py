@@ -36,7 +36,7 @@ from subplug import hookspecs
 from subplug.errors import SubplugError
 
 if TYPE_CHECKING:
-    from subplug.cli import Commands
+    from subplug.commands.registry import Commands
     from subplug.types import (
         BackendFactory,
         DoctorCheck,

@@ -109,7 +109,11 @@ def validate_options(options: BackendOptions) -> None:
             "Use auto, float32, bfloat16, float16 or bf16-upcast.",
         )
     if options.batch_size is not None and options.batch_size < 1:
-        raise SubplugError("bad-batch-size", "The batch size must be at least 1.", None)
+        raise SubplugError(
+            "bad-batch-size",
+            f"The batch size must be at least 1, not {options.batch_size}.",
+            "Leave --batch-size out to size batches from free memory.",
+        )
     if options.threads is not None and options.threads < 1:
         raise SubplugError("bad-threads", "The thread count must be at least 1.", None)
     if options.quantize.strip().lower() not in QUANTIZE_CHOICES:
@@ -456,132 +460,6 @@ class MemoryEstimate:
     """The quantisation the weight bytes were counted for (:attr:`QuantChoice.name`)."""
 
 
-@dataclass(frozen=True)
-class ParamCounts:
-    """Parameters of a model by what quantisation does with them."""
-
-    linear: int
-    """In ``nn.Linear`` layers large enough to quantise (≥ 2**18 weights)."""
-    embeddings: int
-    """In the token and per-layer embedding tables (indexed by token id)."""
-    vocab_rows: int
-    """Rows of those tables together, per token id (hidden + per-layer width): the
-    bytes per kept token of a trimmed vocabulary."""
-    other: int
-
-    @property
-    def total(self) -> int:
-        return self.linear + self.embeddings + self.other
-
-
-def estimate_memory(
-    model_dir: Path | str | Any,
-    dtype: str,
-    *,
-    max_new_tokens: int = 512,
-    quant: QuantChoice | None = None,
-    kept_tokens: int | None = None,
-) -> MemoryEstimate:
-    """Estimate weights and per-item activations for the model in ``model_dir`` (or a
-    ``Gemma3nConfig``) stored as ``dtype`` — or quantised as ``quant`` says, with
-    ``kept_tokens`` vocabulary rows when trimmed — counting parameters on the meta
-    device."""
-    config = _load_config(model_dir)
-    if quant is None or quant.bits is None:
-        params = count_params(config)
-        weight_bytes = params * dtype_bytes(dtype)
-        act_dtype = dtype
-    else:
-        counts = count_params_by_kind(config)
-        params = counts.total
-        vocab = config.text_config.vocab_size
-        kept = min(vocab, kept_tokens) if quant.trim_vocab and kept_tokens else vocab
-        embeddings = counts.embeddings * kept // vocab
-        head = kept * config.text_config.hidden_size  # the head's packed int8 copy
-        weight_bytes = counts.linear * quant.bits // 8 + embeddings + head + counts.other * 4
-        act_dtype = "float32"
-    return MemoryEstimate(
-        params=params,
-        weight_bytes=weight_bytes,
-        per_item_bytes=activation_bytes(config, act_dtype, max_new_tokens=max_new_tokens),
-        dtype=dtype if quant is None or quant.bits is None else "float32",
-        quantized="none" if quant is None else quant.name,
-    )
-
-
-def _load_config(model_dir: Path | str | Any) -> Any:
-    if not isinstance(model_dir, (str, Path)):
-        return model_dir
-    from transformers import AutoConfig
-
-    return AutoConfig.from_pretrained(model_dir)
-
-
-def _meta_model(config: Any) -> Any:
-    import torch
-
-    from subplug.backends.gemma3n import audio_only_model_class
-
-    with torch.device("meta"):
-        return audio_only_model_class()(config)
-
-
-def count_params(config: Any) -> int:
-    """Parameters of the audio-only model for ``config``, built on the meta device."""
-    return sum(p.numel() for p in _meta_model(config).parameters())
-
-
-def count_params_by_kind(config: Any) -> ParamCounts:
-    """:class:`ParamCounts` of the audio-only model for ``config`` (meta device)."""
-    from torch import nn
-
-    model = _meta_model(config)
-    text = model.model.language_model
-    tables = (text.embed_tokens, text.embed_tokens_per_layer)
-    embeddings = sum(t.weight.numel() for t in tables)
-    linear = sum(
-        m.weight.numel()
-        for name, m in model.named_modules()
-        if type(m) is nn.Linear and name != "lm_head" and m.weight.numel() >= 1 << 18
-    )
-    total = sum(p.numel() for p in model.parameters())
-    return ParamCounts(
-        linear=linear,
-        embeddings=embeddings,
-        vocab_rows=sum(t.embedding_dim for t in tables),
-        other=total - linear - embeddings,
-    )
-
-
-def activation_bytes(config: Any, dtype: str, *, max_new_tokens: int = 512) -> int:
-    """Working memory for one batch item: KV cache, prefill activations, logits and the
-    audio encoder on a 30 s clip, with a 1.5x margin. From the config alone."""
-    text = config.text_config
-    audio = config.audio_config
-    act = 4 if dtype in ("float32", "bf16-upcast") else 2
-    prompt = config.audio_soft_tokens_per_image + 64
-    sequence = prompt + max_new_tokens
-    kv_layers = text.num_hidden_layers - text.num_kv_shared_layers
-    kv = kv_layers * 2 * text.num_key_value_heads * text.head_dim * sequence * act
-    intermediate = (
-        max(text.intermediate_size)
-        if isinstance(text.intermediate_size, (list, tuple))
-        else text.intermediate_size
-    )
-    per_token = (
-        text.hidden_size * text.altup_num_inputs * 6
-        + intermediate * 3
-        + text.num_hidden_layers * text.hidden_size_per_layer_input * 2
-    )
-    prefill = prompt * per_token * act
-    logits = text.vocab_size * 4 * 2
-    frames = 3000 + 8
-    channels = audio.sscp_conv_channel_size[0]
-    sscp = channels * (frames // 2) * (audio.input_feat_size // 2) * 4 * 4
-    conformer = (frames // 4) * audio.hidden_size * 4 * 4 * 3
-    return int((kv + prefill + logits + sscp + conformer) * 1.5)
-
-
 def _meminfo() -> dict[str, int]:
     values: dict[str, int] = {}
     try:
@@ -826,7 +704,6 @@ __all__ = [
     "CPU_DTYPE_NATIVE_BF16",
     "CPU_DTYPE_OTHER",
     "MemoryEstimate",
-    "activation_bytes",
     "apply_compute_policy",
     "batch_size_for",
     "check_fits",
@@ -834,12 +711,10 @@ __all__ = [
     "choose_device",
     "choose_dtype",
     "configure_threads",
-    "count_params",
     "cpu_native_bf16",
     "describe_bytes",
     "device_kind",
     "dtype_bytes",
-    "estimate_memory",
     "free_memory",
     "is_out_of_memory",
     "physical_cores",

@@ -122,7 +122,7 @@ def _run_steps(work: Path, console: Any, steps: list[Step], current: list[str]) 
     import torch
     import transformers
 
-    from subplug.backends.gemma3n import audio_only_model_class
+    from subplug.backends.gemma3n_model import audio_only_model_class
 
     audio_only_model_class()
     record(

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from subplug import cache, prompts, runtime
-from subplug.backends import gemma3n_quant
+from subplug.backends import gemma3n_model, gemma3n_optimize, gemma3n_quant
 from subplug.backends.gemma3n import Gemma3nBackend, audio_only_model_class, render_prompt
 from subplug.cli import main
 from subplug.errors import SubplugError
@@ -356,17 +356,17 @@ def test_memory_estimates_know_quantised_and_trimmed_sizes() -> None:
     from subplug.backends.gemma3n import e2b_config
 
     config = e2b_config()
-    counts = runtime.count_params_by_kind(config)
-    assert counts.total == runtime.count_params(config)
+    counts = gemma3n_model.count_params_by_kind(config)
+    assert counts.total == gemma3n_model.count_params(config)
     assert counts.embeddings > 2_500_000_000 and counts.linear > 2_000_000_000
-    plain = runtime.estimate_memory(config, "bf16-upcast")
-    int8 = runtime.estimate_memory(
+    plain = gemma3n_model.estimate_memory(config, "bf16-upcast")
+    int8 = gemma3n_model.estimate_memory(
         config, "bf16-upcast", quant=runtime.QuantChoice(8, False, "fbgemm")
     )
-    trim = runtime.estimate_memory(
+    trim = gemma3n_model.estimate_memory(
         config, "bf16-upcast", quant=runtime.QuantChoice(8, True, "fbgemm"), kept_tokens=100_000
     )
-    int4 = runtime.estimate_memory(
+    int4 = gemma3n_model.estimate_memory(
         config, "bf16-upcast", quant=runtime.QuantChoice(4, True, "fbgemm"), kept_tokens=100_000
     )
     assert plain.weight_bytes > int8.weight_bytes > trim.weight_bytes > int4.weight_bytes
@@ -475,7 +475,7 @@ def test_a_failed_quality_check_keeps_auto_on_float_weights(
     """``optimize --check`` records the agreement; a copy below 99 % is not what
     ``--quantize auto`` loads (the tiny random model's int4 copy is far below)."""
 
-    entry, facts = gemma3n_quant.optimize("tiny-en-mn", quantize="int8", check=True)
+    entry, facts = gemma3n_optimize.optimize("tiny-en-mn", quantize="int8", check=True)
     assert facts["quality"]["steps"] > 0
     recorded = cache.resolve_model(entry.name).manifest.derived["quality"]
     assert recorded == facts["quality"] and facts["passes"] is (recorded["top1"] >= 0.99)

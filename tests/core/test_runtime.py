@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from subplug import runtime
+from subplug.backends import gemma3n_model
 from subplug.errors import SubplugError
 from subplug.types import BackendOptions
 
@@ -149,7 +150,7 @@ def test_configure_threads_sets_torch() -> None:
 def e2b_estimate() -> runtime.MemoryEstimate:
     from subplug.backends.gemma3n import e2b_config
 
-    return runtime.estimate_memory(e2b_config(), "bfloat16")
+    return gemma3n_model.estimate_memory(e2b_config(), "bfloat16")
 
 
 def test_e2b_estimate_counts_the_audio_only_model(e2b_estimate: runtime.MemoryEstimate) -> None:
@@ -159,7 +160,7 @@ def test_e2b_estimate_counts_the_audio_only_model(e2b_estimate: runtime.MemoryEs
     assert 0.05 * GIB < e2b_estimate.per_item_bytes < 2 * GIB
     from subplug.backends.gemma3n import e2b_config
 
-    as_fp32 = runtime.estimate_memory(e2b_config(), "float32")
+    as_fp32 = gemma3n_model.estimate_memory(e2b_config(), "float32")
     assert as_fp32.weight_bytes == 2 * e2b_estimate.weight_bytes
 
 
@@ -199,7 +200,7 @@ def test_tiny_model_estimate_from_its_folder(tmp_path: Path) -> None:
     from subplug.testing.tiny import build_tiny_model
 
     folder = build_tiny_model(tmp_path / "tiny")
-    estimate = runtime.estimate_memory(folder, "float32")
+    estimate = gemma3n_model.estimate_memory(folder, "float32")
     assert 400_000 < estimate.params < 600_000
     assert estimate.weight_bytes == 4 * estimate.params
     assert runtime.free_memory("cpu") is None or runtime.free_memory("cpu") > 0

@@ -18,17 +18,28 @@ factory and the functions that need them.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import re
 import time
-import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from subplug.backends.gemma3n_model import (  # noqa: F401  (public here too)
+    AUDIO_PAD_FRAMES,
+    _load_config,
+    audio_only_model_class,
+    checkpoint_vision_params,
+    count_params,
+    e2b_config,
+    estimate_memory,
+    quiet_loading,
+    register_vision_stub,
+    render_prompt,
+)
+from subplug.backends.repetition import token_loop_at_end, trim_repetition
 from subplug.errors import SubplugError
 from subplug.hookspecs import hookimpl
 from subplug.types import Backend, BackendOptions, BackendRequest
@@ -40,11 +51,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BACKEND_NAME = "gemma3n"
-
-#: Extra mel frames of padding every audio input gets (masked). The sub-sampling
-#: convolutions look up to 6 frames ahead; padding every item by at least this much
-#: makes an item's encoding independent of what else is in its batch.
-AUDIO_PAD_FRAMES = 8
 
 
 # ----------------------------------------------------------------------- plugin
@@ -134,206 +140,12 @@ def _locate_folder(spec: str | None, base: str | None) -> ModelLocation:
     )
 
 
-# ------------------------------------------------------------ audio-only loading
-
-
-_VISION_STUB: type | None = None
-
-
-def register_vision_stub() -> type:
-    """Make transformers build a parameter-free stand-in for Gemma 3n's vision tower.
-
-    Registers (once, process-wide, with ``AutoModel.register``) a module for
-    ``Gemma3nVisionConfig`` that has no parameters and refuses image input. A real
-    checkpoint's ``vision_tower.*`` weights then load as "unexpected" and are skipped
-    quietly. subplug never feeds images, so nothing else changes; the real tower would
-    also need timm and torchvision. Returns the stand-in class.
-    """
-    global _VISION_STUB
-    if _VISION_STUB is not None:
-        return _VISION_STUB
-    from transformers import AutoModel, Gemma3nVisionConfig, PreTrainedModel
-
-    class Gemma3nVisionStub(PreTrainedModel):
-        """Stands in for the vision tower: no parameters, no image support."""
-
-        config_class = Gemma3nVisionConfig
-        base_model_prefix = "vision_tower"
-        _keys_to_ignore_on_load_unexpected = [r"(^|\.)vision_tower\."]  # noqa: RUF012
-        input_modalities = "image"
-        # It has no attention, so every implementation the parent asks for is fine.
-        _supports_sdpa = True
-        _supports_flash_attn = True
-        _supports_flex_attn = True
-        _supports_attention_backend = True
-
-        def __init__(self, config: Any) -> None:
-            super().__init__(config)
-            self.post_init()
-
-        def forward(self, *args: Any, **kwargs: Any) -> Any:
-            raise RuntimeError("subplug loads Gemma 3n audio-only: images are not supported")
-
-    AutoModel.register(Gemma3nVisionConfig, Gemma3nVisionStub, exist_ok=True)
-    _VISION_STUB = Gemma3nVisionStub
-    return Gemma3nVisionStub
-
-
-def audio_only_model_class() -> Any:
-    """``Gemma3nForConditionalGeneration`` (the class), with the vision tower's stand-in
-    registered."""
-    from transformers import Gemma3nForConditionalGeneration
-
-    register_vision_stub()
-    return Gemma3nForConditionalGeneration
-
-
-def e2b_config() -> Any:
-    """The ``Gemma3nConfig`` of ``google/gemma-3n-E2B-it`` (transformers' defaults are
-    E4B), for memory estimates and random-initialised benchmarks without the checkpoint.
-
-    E2B's language model: 30 layers (four sliding-window, one full, repeated), MLP width
-    8192, the last 10 layers sharing keys and values, activation sparsity in the first
-    10. Audio encoder, vision config and vocabulary are the defaults, which E2B shares.
-    """
-    from transformers import Gemma3nConfig, Gemma3nTextConfig
-
-    layers = 30
-    text = Gemma3nTextConfig(
-        intermediate_size=8192,
-        num_hidden_layers=layers,
-        num_kv_shared_layers=10,
-        layer_types=(["sliding_attention"] * 4 + ["full_attention"]) * (layers // 5),
-        activation_sparsity_pattern=[0.95] * 10 + [0.0] * (layers - 10),
-    )
-    return Gemma3nConfig(text_config=text)
-
-
-def checkpoint_vision_params(folder: Path) -> int:
-    """Parameters of the vision tower stored in the checkpoint at ``folder`` (read from
-    the safetensors headers, nothing loaded): what audio-only loading skips."""
-    from safetensors import safe_open
-
-    total = 0
-    for file in sorted(folder.glob("*.safetensors")):
-        with safe_open(str(file), framework="pt") as handle:
-            for key in handle.keys():  # noqa: SIM118 (safe_open has no __iter__)
-                if "vision_tower." in key:
-                    count = 1
-                    for dim in handle.get_slice(key).get_shape():
-                        count *= dim
-                    total += count
-    return total
-
-
-# ------------------------------------------------------------- repetition guard
-
-
+#: Characters an answer cannot keep: the replacement character (a byte-fallback
+#: sequence cut off by the budget) and control characters other than line breaks and tabs.
 _UNPRINTABLE = re.compile("[\ufffd\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_WORD = re.compile(r"\S+\s*")
-_PUNCT = re.compile(r"[^\w]+", re.UNICODE)
-
-
-def _min_repeats(period: int, min_span: int) -> int:
-    """Consecutive repeats of a ``period``-word unit that count as a loop."""
-    return max(3, -(-min_span // period))
-
-
-def trim_repetition(
-    text: str,
-    *,
-    max_period: int = 40,
-    min_span: int = 8,
-    char_max_period: int = 8,
-    char_min_repeats: int = 10,
-) -> tuple[str, bool]:
-    """Collapse repetition loops in model output to their first occurrence.
-
-    A loop is a unit of ``p`` words (compared case- and punctuation-insensitively)
-    repeated at least ``max(3, ceil(min_span / p))`` times in a row: eight times for one
-    word, four for two, three for longer units. The run is replaced by its first
-    occurrence; a final, cut-off partial repetition is dropped as well. Runs of a short
-    character unit (≤ ``char_max_period`` characters, ≥ ``char_min_repeats`` times, as in
-    "hahahaha…" or "ааааа…") collapse the same way. Returns the text and whether
-    anything was trimmed. Pure function.
-    """
-    words = [(m.group(0), m.start()) for m in _WORD.finditer(text)]
-    norm = [_PUNCT.sub("", w).casefold() or w.strip() for w, _ in words]
-    n = len(words)
-    kept: list[str] = [text[: words[0][1]]] if words else [text]
-    trimmed = False
-    i = 0
-    while i < n:
-        skip = 0
-        for period in range(1, min(max_period, (n - i) // 2) + 1):
-            unit = norm[i : i + period]
-            repeats = 1
-            while norm[i + repeats * period : i + (repeats + 1) * period] == unit:
-                repeats += 1
-            if repeats < _min_repeats(period, min_span):
-                continue
-            end = i + repeats * period
-            rest = n - end
-            # A last, partial repetition (cut off by the token budget, maybe mid-word).
-            if (
-                0 < rest <= period
-                and norm[end : n - 1] == unit[: rest - 1]
-                and unit[rest - 1].startswith(norm[n - 1])
-            ):
-                end = n
-            skip = end - i
-            kept.extend(w for w, _ in words[i : i + period])
-            break
-        if skip:
-            trimmed = True
-            i += skip
-        else:
-            kept.append(words[i][0])
-            i += 1
-    result = "".join(kept)
-    pattern = re.compile(rf"(.{{1,{char_max_period}}}?)\1{{{char_min_repeats - 1},}}", re.DOTALL)
-    collapsed = pattern.sub(lambda m: m.group(1), result)
-    trimmed = trimmed or collapsed != result
-    if trimmed:
-        collapsed = collapsed.rstrip()
-    return collapsed, trimmed
-
-
-def token_loop_at_end(
-    ids: Sequence[int], *, max_period: int = 32, min_repeats: int = 4, min_span: int = 24
-) -> bool:
-    """True when ``ids`` ends with a unit of ≤ ``max_period`` tokens repeated at least
-    ``max(min_repeats, ceil(min_span / period))`` times: generation is looping and can
-    stop (the text guard then trims it). Pure function."""
-    n = len(ids)
-    for period in range(1, max_period + 1):
-        need = max(min_repeats, -(-min_span // period))
-        if need * period > n:
-            break
-        tail = ids[n - period :]
-        if all(ids[n - (k + 1) * period : n - k * period] == tail for k in range(1, need)):
-            return True
-    return False
 
 
 # ------------------------------------------------------------------------ backend
-
-
-def render_prompt(processor: Any, instruction: str) -> str:
-    """The chat-template rendering of one audio clip plus ``instruction``, with the
-    generation prompt: one user turn holding one audio placeholder (which the processor
-    expands to the soft tokens) and then the instruction text.
-
-    Inference and training (``subplug_training.collator``) both render prompts here, so
-    a model is trained on exactly the prompts ``subplug generate`` sends.
-    """
-    messages = [
-        {
-            "role": "user",
-            "content": [{"type": "audio"}, {"type": "text", "text": instruction}],
-        }
-    ]
-    return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
 def _quant_choice(options: BackendOptions, location: ModelLocation, device: str) -> Any:
@@ -349,7 +161,7 @@ def _quant_choice(options: BackendOptions, location: ModelLocation, device: str)
             options.quantize,
             options.vocab,
             device,
-            params=runtime.count_params(runtime._load_config(model_dir)),
+            params=count_params(_load_config(model_dir)),
             dtype_spec=options.dtype,
         )
         if choice.bits is not None:
@@ -435,7 +247,7 @@ class Gemma3nBackend:
         self.load_facts: dict[str, Any] = {}
         if self.quant.bits is not None:
             self.dtype_name = "float32"
-            estimate = runtime.estimate_memory(
+            estimate = estimate_memory(
                 model_dir,
                 self.dtype_name,
                 quant=self.quant,
@@ -454,7 +266,7 @@ class Gemma3nBackend:
             self.merged = self.location.is_adapter
         else:
             self.dtype_name = runtime.choose_dtype(options.dtype, self.device)
-            estimate = runtime.estimate_memory(model_dir, self.dtype_name)
+            estimate = estimate_memory(model_dir, self.dtype_name)
             runtime.check_fits(estimate, self.device)
             self.threads = runtime.configure_threads(
                 self.device, options.threads, params=estimate.params
@@ -759,27 +571,6 @@ class Gemma3nBackend:
                 len(trimmed),
             )
         return trimmed
-
-
-@contextlib.contextmanager
-def quiet_loading() -> Iterator[None]:
-    """No tqdm bars from transformers (subplug shows its own progress) and none of the
-    library-internal deprecation warnings or key reports that loading and saving
-    trigger (the adapter note says what matters)."""
-    from transformers.utils import logging as hf_logging
-
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=FutureWarning)
-            warnings.filterwarnings(
-                "ignore", message=r".*(unexpected|missing).*keys", category=UserWarning
-            )
-            yield
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 class _Tally:

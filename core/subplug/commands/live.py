@@ -9,7 +9,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from subplug.cli import add_engine_arguments, add_precision_arguments
+from subplug.commands.arguments import (
+    add_engine_arguments,
+    add_precision_arguments,
+    backend_options,
+)
 from subplug.live import LiveOptions
 
 _DEFAULTS = LiveOptions()
@@ -111,7 +115,6 @@ def options_from_args(args: argparse.Namespace) -> LiveOptions:
     """The :class:`~subplug.live.LiveOptions` for parsed arguments (validated)."""
     from subplug.errors import SubplugError
     from subplug.live import validate
-    from subplug.types import BackendOptions
 
     if args.threads is not None and args.threads < 1:
         raise SubplugError("bad-threads", "--threads must be at least 1.")
@@ -122,14 +125,7 @@ def options_from_args(args: argparse.Namespace) -> LiveOptions:
             channels=args.channels,
             source=args.source,
             backend=args.backend,
-            backend_options=BackendOptions(
-                model=args.model,
-                device=args.device,
-                dtype=args.dtype,
-                quantize=args.quantize,
-                vocab=args.vocab,
-                threads=args.threads,
-            ),
+            backend_options=backend_options(args),
             vad_threshold=args.vad_threshold,
             min_silence=args.min_silence,
             max_utterance=args.max_utterance,

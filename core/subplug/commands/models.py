@@ -238,12 +238,12 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _optimize(args: argparse.Namespace) -> int:
-    from subplug.backends import gemma3n_quant
+    from subplug.backends import gemma3n_optimize
 
     out = _stdout()
     name = args.name or cache.DEFAULT_MODEL
     with _bars() as report:
-        entry, facts = gemma3n_quant.optimize(
+        entry, facts = gemma3n_optimize.optimize(
             name,
             quantize=args.quantize,
             vocab=args.vocab,

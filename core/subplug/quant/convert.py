@@ -292,7 +292,7 @@ def empty_model(config: Any) -> nn.Module:
     memory is reserved but not touched, so it costs no RAM until written."""
     from transformers.initialization import no_init_weights
 
-    from subplug.backends.gemma3n import audio_only_model_class
+    from subplug.backends.gemma3n_model import audio_only_model_class
 
     with no_init_weights():
         model = audio_only_model_class()._from_config(

@@ -90,9 +90,7 @@ def probe(kernel: str = "fbgemm", *, matrices: int = 8) -> SpeedEstimate:
             layer(rows)
         gemm = 2 * 2 * 256 * shape[0] * shape[1] / (time.perf_counter() - began)
     step = E2B_STEP_BYTES / stream * STEP_OVERHEAD
-    fixed = (
-        E2B_ENCODER_OPS / gemm * ENCODER_OVERHEAD + E2B_PREFILL_OPS / gemm * PREFILL_OVERHEAD
-    )
+    fixed = E2B_ENCODER_OPS / gemm * ENCODER_OVERHEAD + E2B_PREFILL_OPS / gemm * PREFILL_OVERHEAD
     chunk = fixed + ANSWER_TOKENS * step
     batch8 = fixed + ANSWER_TOKENS * step * BATCH8_STEP_COST / 8
     return SpeedEstimate(

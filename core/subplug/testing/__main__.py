@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import peft  # noqa: F401  (imported here so the build time below is the build alone)
     import transformers  # noqa: F401
 
-    from subplug.backends.gemma3n import audio_only_model_class
+    from subplug.backends.gemma3n_model import audio_only_model_class
     from subplug.testing.tiny import build_tiny_adapter, build_tiny_model
 
     audio_only_model_class()

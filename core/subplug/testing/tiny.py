@@ -280,7 +280,7 @@ def build_tiny_model(
     import torch
     from transformers import GenerationConfig
 
-    from subplug.backends.gemma3n import audio_only_model_class, quiet_loading
+    from subplug.backends.gemma3n_model import audio_only_model_class, quiet_loading
 
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
@@ -326,7 +326,7 @@ def build_tiny_adapter(
     from peft import LoraConfig, get_peft_model
     from safetensors.torch import load_file, save_file
 
-    from subplug.backends.gemma3n import audio_only_model_class, quiet_loading
+    from subplug.backends.gemma3n_model import audio_only_model_class, quiet_loading
 
     base_dir = Path(base_dir).resolve()
     dest = Path(dest)
