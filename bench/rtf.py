@@ -111,9 +111,9 @@ def machine() -> str:
             elif line.startswith("flags"):
                 flags = set(line.split(":", 1)[1].split())
     simd = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16") if f in flags]
-    from subplug import runtime
+    from subplug import memory, runtime
 
-    ram = runtime._meminfo()
+    ram = memory._meminfo()
     load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
     caps = [f"{k}={v}" for k, v in isa_env("avx2").items() if os.environ.get(k) == v]
     return (
@@ -386,14 +386,14 @@ def build_copy(args: argparse.Namespace) -> None:
     from subplug import runtime
     from subplug.backends import gemma3n_model, gemma3n_quant
     from subplug.prompts import INSTRUCTIONS
-    from subplug.quant import memory
+    from subplug.quant import heap
     from subplug.quant.convert import save_quantized
     from transformers import AutoConfig, AutoProcessor
 
     quantize, vocab = SETTINGS[args.setting]
     reset_peak()
     began = _now()
-    memory.large_blocks_to_os()
+    heap.large_blocks_to_os()
     folder = Path(args.model_folder)
     processor = AutoProcessor.from_pretrained(folder)
     config = AutoConfig.from_pretrained(folder)

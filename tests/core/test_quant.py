@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from subplug import cache, prompts, runtime
+from subplug import cache, memory, prompts, runtime
 from subplug.backends import gemma3n_model, gemma3n_optimize, gemma3n_quant
 from subplug.backends.gemma3n import Gemma3nBackend, audio_only_model_class, render_prompt
 from subplug.cli import main
@@ -372,7 +372,7 @@ def test_memory_estimates_know_quantised_and_trimmed_sizes() -> None:
     assert plain.weight_bytes > int8.weight_bytes > trim.weight_bytes > int4.weight_bytes
     assert trim.quantized == "int8-trim" and plain.quantized == "none"
     with pytest.raises(SubplugError) as error:
-        runtime.check_fits(int8, "cpu", free=4 * runtime.GIB)
+        memory.check_fits(int8, "cpu", free=4 * memory.GIB)
     assert "int4" in (error.value.hint or "")
 
 

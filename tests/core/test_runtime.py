@@ -8,12 +8,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from subplug import runtime
+from subplug import memory, runtime
 from subplug.backends import gemma3n_model
 from subplug.errors import SubplugError
 from subplug.types import BackendOptions
 
-GIB = runtime.GIB
+GIB = memory.GIB
 
 
 # ------------------------------------------------------------------------- device
@@ -147,13 +147,13 @@ def test_configure_threads_sets_torch() -> None:
 
 
 @pytest.fixture(scope="module")
-def e2b_estimate() -> runtime.MemoryEstimate:
+def e2b_estimate() -> memory.MemoryEstimate:
     from subplug.backends.gemma3n import e2b_config
 
     return gemma3n_model.estimate_memory(e2b_config(), "bfloat16")
 
 
-def test_e2b_estimate_counts_the_audio_only_model(e2b_estimate: runtime.MemoryEstimate) -> None:
+def test_e2b_estimate_counts_the_audio_only_model(e2b_estimate: memory.MemoryEstimate) -> None:
     # REFERENCE.md §1: E2B is 5.42 B parameters of which 0.29 B are the vision tower.
     assert 5.10e9 < e2b_estimate.params < 5.15e9
     assert e2b_estimate.weight_bytes == 2 * e2b_estimate.params
@@ -165,35 +165,35 @@ def test_e2b_estimate_counts_the_audio_only_model(e2b_estimate: runtime.MemoryEs
 
 
 def test_a_model_that_cannot_fit_is_refused_before_loading(
-    e2b_estimate: runtime.MemoryEstimate,
+    e2b_estimate: memory.MemoryEstimate,
 ) -> None:
     with pytest.raises(SubplugError) as err:
-        runtime.check_fits(e2b_estimate, "cpu", free=8 * GIB)
+        memory.check_fits(e2b_estimate, "cpu", free=8 * GIB)
     assert err.value.reference == "not-enough-memory"
     assert "5.1" in err.value.message and "8.0 GiB is free" in err.value.message
     assert "Close other programs" in (err.value.hint or "")
     with pytest.raises(SubplugError) as err:
-        runtime.check_fits(e2b_estimate, "cuda:0", free=6 * GIB)
+        memory.check_fits(e2b_estimate, "cuda:0", free=6 * GIB)
     assert "--device cpu" in (err.value.hint or "")
-    fp32 = runtime.MemoryEstimate(
+    fp32 = memory.MemoryEstimate(
         e2b_estimate.params, 4 * e2b_estimate.params, e2b_estimate.per_item_bytes, "float32"
     )
     with pytest.raises(SubplugError) as err:
-        runtime.check_fits(fp32, "cpu", free=16 * GIB)
+        memory.check_fits(fp32, "cpu", free=16 * GIB)
     assert "bf16-upcast" in (err.value.hint or "")
-    runtime.check_fits(e2b_estimate, "cpu", free=16 * GIB)
-    runtime.check_fits(e2b_estimate, "cuda:0", free=24 * GIB)
+    memory.check_fits(e2b_estimate, "cpu", free=16 * GIB)
+    memory.check_fits(e2b_estimate, "cuda:0", free=24 * GIB)
 
 
-def test_batch_size_follows_free_memory(e2b_estimate: runtime.MemoryEstimate) -> None:
+def test_batch_size_follows_free_memory(e2b_estimate: memory.MemoryEstimate) -> None:
     per_item = e2b_estimate.per_item_bytes
     weights = e2b_estimate.weight_bytes
-    tight = runtime.batch_size_for(e2b_estimate, "cuda:0", weights + GIB + 3 * per_item)
-    roomy = runtime.batch_size_for(e2b_estimate, "cuda:0", 80 * GIB)
-    assert 1 <= tight < roomy == runtime.MAX_AUTO_BATCH["cuda"]
-    assert runtime.batch_size_for(e2b_estimate, "cpu", 64 * GIB) == runtime.MAX_AUTO_BATCH["cpu"]
-    assert runtime.batch_size_for(e2b_estimate, "cuda:0", weights) == 1  # never below one
-    assert runtime.batch_size_for(e2b_estimate, "cuda:0", None) >= 1
+    tight = memory.batch_size_for(e2b_estimate, "cuda:0", weights + GIB + 3 * per_item)
+    roomy = memory.batch_size_for(e2b_estimate, "cuda:0", 80 * GIB)
+    assert 1 <= tight < roomy == memory.MAX_AUTO_BATCH["cuda"]
+    assert memory.batch_size_for(e2b_estimate, "cpu", 64 * GIB) == memory.MAX_AUTO_BATCH["cpu"]
+    assert memory.batch_size_for(e2b_estimate, "cuda:0", weights) == 1  # never below one
+    assert memory.batch_size_for(e2b_estimate, "cuda:0", None) >= 1
 
 
 def test_tiny_model_estimate_from_its_folder(tmp_path: Path) -> None:
@@ -203,7 +203,7 @@ def test_tiny_model_estimate_from_its_folder(tmp_path: Path) -> None:
     estimate = gemma3n_model.estimate_memory(folder, "float32")
     assert 400_000 < estimate.params < 600_000
     assert estimate.weight_bytes == 4 * estimate.params
-    assert runtime.free_memory("cpu") is None or runtime.free_memory("cpu") > 0
+    assert memory.free_memory("cpu") is None or memory.free_memory("cpu") > 0
 
 
 # ------------------------------------------------------------------- OOM back-off
@@ -233,7 +233,7 @@ def test_oom_halves_the_batch_and_drops_nothing() -> None:
     told: list[int] = []
     cleared: list[bool] = []
     items = list(range(11))
-    out = runtime.run_with_oom_backoff(
+    out = memory.run_with_oom_backoff(
         items, 8, fn, on_backoff=told.append, empty_cache=lambda: cleared.append(True)
     )
     assert out == [2 * x for x in items]
@@ -246,7 +246,7 @@ def test_oom_halves_the_batch_and_drops_nothing() -> None:
 
 def test_oom_with_one_item_is_a_clear_error() -> None:
     with pytest.raises(SubplugError) as err:
-        runtime.run_with_oom_backoff([1, 2], 2, InjectedOOM(limit=0), empty_cache=lambda: None)
+        memory.run_with_oom_backoff([1, 2], 2, InjectedOOM(limit=0), empty_cache=lambda: None)
     assert err.value.reference == "out-of-memory"
     assert "--device cpu" in (err.value.hint or "")
 
@@ -256,17 +256,17 @@ def test_other_errors_are_not_swallowed() -> None:
         raise ValueError("a bug")
 
     with pytest.raises(ValueError, match="a bug"):
-        runtime.run_with_oom_backoff([1], 1, broken, empty_cache=lambda: None)
+        memory.run_with_oom_backoff([1], 1, broken, empty_cache=lambda: None)
 
 
 def test_is_out_of_memory() -> None:
     import torch
 
-    assert runtime.is_out_of_memory(torch.cuda.OutOfMemoryError("CUDA out of memory."))
-    assert runtime.is_out_of_memory(RuntimeError("MPS backend out of memory (MPS allocated…)"))
-    assert runtime.is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory"))
-    assert not runtime.is_out_of_memory(RuntimeError("shape mismatch"))
-    assert not runtime.is_out_of_memory(ValueError("out of memory"))
+    assert memory.is_out_of_memory(torch.cuda.OutOfMemoryError("CUDA out of memory."))
+    assert memory.is_out_of_memory(RuntimeError("MPS backend out of memory (MPS allocated…)"))
+    assert memory.is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory"))
+    assert not memory.is_out_of_memory(RuntimeError("shape mismatch"))
+    assert not memory.is_out_of_memory(ValueError("out of memory"))
 
 
 # --------------------------------------------------------------- compute policy
@@ -293,5 +293,5 @@ def test_bf16_upcast_computes_large_products_in_float32() -> None:
 
 
 def test_describe_bytes() -> None:
-    assert runtime.describe_bytes(3 * GIB // 2) == "1.5 GiB"
-    assert runtime.describe_bytes(5 * 1024**2) == "5 MiB"
+    assert memory.describe_bytes(3 * GIB // 2) == "1.5 GiB"
+    assert memory.describe_bytes(5 * 1024**2) == "5 MiB"

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from subplug import memory
 from subplug.backends.gemma3n_model import (  # noqa: F401  (public here too)
     AUDIO_PAD_FRAMES,
     _load_config,
@@ -253,7 +254,7 @@ class Gemma3nBackend:
                 quant=self.quant,
                 kept_tokens=self._kept_tokens_estimate(model_dir),
             )
-            runtime.check_fits(estimate, self.device)
+            memory.check_fits(estimate, self.device)
             self.threads = runtime.configure_threads(
                 self.device, options.threads, params=estimate.params
             )
@@ -267,7 +268,7 @@ class Gemma3nBackend:
         else:
             self.dtype_name = runtime.choose_dtype(options.dtype, self.device)
             estimate = estimate_memory(model_dir, self.dtype_name)
-            runtime.check_fits(estimate, self.device)
+            memory.check_fits(estimate, self.device)
             self.threads = runtime.configure_threads(
                 self.device, options.threads, params=estimate.params
             )
@@ -297,7 +298,7 @@ class Gemma3nBackend:
         )
         self.vision_params_skipped = checkpoint_vision_params(model_dir)
         self.vision_bytes_saved = self.vision_params_skipped * runtime.dtype_bytes(self.dtype_name)
-        self.batch_size = options.batch_size or runtime.choose_batch_size(estimate, self.device)
+        self.batch_size = options.batch_size or memory.choose_batch_size(estimate, self.device)
         self._use_greedy_generation()
         self._prompts: dict[str, str] = {}
         self._audio = AudioCache()
@@ -371,7 +372,6 @@ class Gemma3nBackend:
         a batch holds answers of similar length; ``progress(tokens, budget)`` follows
         the tokens generated against the requests' token budgets (a request that stops
         early counts its whole budget as done)."""
-        from subplug import runtime
 
         if not requests:
             return []
@@ -385,7 +385,7 @@ class Gemma3nBackend:
         def batch(items: Sequence[BackendRequest]) -> list[str]:
             return self._generate_batch(items, tally)
 
-        texts = runtime.run_with_oom_backoff(
+        texts = memory.run_with_oom_backoff(
             ordered, self.batch_size, batch, on_backoff=self._on_backoff
         )
         result = [""] * len(requests)
@@ -398,9 +398,8 @@ class Gemma3nBackend:
         if getattr(self, "model", None) is None:
             return
         self.model = None
-        from subplug import runtime
 
-        runtime.release_memory(self.device)
+        memory.release_memory(self.device)
 
     def describe(self) -> Mapping[str, Any]:
         """Model, adapter, device, dtype and sizes, for logs and the journal key."""

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from subplug.runtime import MemoryEstimate, QuantChoice  # noqa: F401
+    from subplug.memory import MemoryEstimate  # noqa: F401
+    from subplug.runtime import QuantChoice  # noqa: F401
 
 #: Extra mel frames of padding every audio input gets (masked). The sub-sampling
 #: convolutions look up to 6 frames ahead; padding every item by at least this much
@@ -190,7 +191,8 @@ def estimate_memory(
     ``Gemma3nConfig``) stored as ``dtype`` — or quantised as ``quant`` says, with
     ``kept_tokens`` vocabulary rows when trimmed — counting parameters on the meta
     device."""
-    from subplug.runtime import MemoryEstimate, dtype_bytes
+    from subplug.memory import MemoryEstimate
+    from subplug.runtime import dtype_bytes
 
     config = _load_config(model_dir)
     if quant is None or quant.bits is None:

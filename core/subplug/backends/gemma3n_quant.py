@@ -230,10 +230,10 @@ def load(
 ) -> tuple[Any, dict[str, Any]]:
     """The quantised model for ``location`` (a :class:`ModelLocation`), prepared to
     run, and facts about where it came from (module docstring)."""
-    from subplug.quant import convert, memory
+    from subplug.quant import convert, heap
 
     started = time.monotonic()
-    memory.large_blocks_to_os()
+    heap.large_blocks_to_os()
     folder = location.base if location.is_adapter else location.path
     saved_spec = convert.read_spec(Path(location.path), kernel=choice.kernel or "fbgemm")
     facts: dict[str, Any] = {}
@@ -273,7 +273,7 @@ def load(
                     facts["saved_as"] = entry.name
                     log.info("Saved the %s copy as %s for the next runs.", choice.name, entry.name)
     convert.prepare_kernels(model)
-    memory.release_to_os()
+    heap.release_to_os()
     facts["quantize_seconds"] = round(time.monotonic() - started, 2)
     return model, facts
 

@@ -183,7 +183,7 @@ def check_speed() -> CheckResult:
         import torch  # noqa: F401  (the probe needs it)
     except ImportError:
         return CheckResult(SKIP, "torch missing")
-    from subplug import runtime
+    from subplug import memory, runtime
 
     device = runtime.resolve_device("auto")
     if runtime.device_kind(device) != "cpu":
@@ -195,7 +195,7 @@ def check_speed() -> CheckResult:
         )
     runtime.configure_threads("cpu", None)
     choice = runtime.choose_quantize("auto", "auto", "cpu", params=5_000_000_000)
-    free = runtime.free_memory("cpu")
+    free = memory.free_memory("cpu")
     if choice.bits is None:
         dtype = runtime.choose_dtype("auto", "cpu")
         return CheckResult(
