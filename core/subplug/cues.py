@@ -43,9 +43,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from subplug.types import LANGUAGES, Cue, CueOptions, SpeechRegion, Track, Transcript
-
-DEFAULT_MAX_CHARS = 42
+from subplug.languages import DEFAULT_MAX_CHARS, LANGUAGES
+from subplug.types import Cue, CueOptions, SpeechRegion, Track, Transcript
 
 # --------------------------------------------------------------------- word lists
 

@@ -22,8 +22,8 @@ from subplug.journal import (
     media_fingerprint,
     model_fingerprint,
 )
+from subplug.languages import LANGUAGE_NAMES, LANGUAGES, MAX_AUDIO_SECONDS, SOURCES
 from subplug.types import (
-    LANGUAGES,
     SAMPLE_RATE,
     AudioChunk,
     Backend,
@@ -35,10 +35,6 @@ from subplug.types import (
     Tracks,
     Transcript,
 )
-
-SOURCES = ("auto", "en", "mn")
-#: How messages name each language.
-LANGUAGE_NAMES = {"en": "English", "mn": "Mongolian"}
 
 EventSink = Callable[[JobEvent], None]
 
@@ -77,7 +73,7 @@ def validate(options: GenerateOptions) -> GenerateOptions:
             f"Unknown subtitle format(s): {', '.join(bad) or '(none given)'}.",
             f"Formats are a comma-separated list of: {', '.join(sorted(known))}.",
         )
-    if not 1.0 <= options.max_chunk <= 30.0:
+    if not 1.0 <= options.max_chunk <= MAX_AUDIO_SECONDS:
         raise SubplugError(
             "bad-chunk-length",
             f"Chunk length {options.max_chunk:g} s is outside 1–30 s.",

@@ -31,7 +31,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from subplug.types import LANGUAGES, Task
+from subplug.languages import LANGUAGE_NAMES, LANGUAGES, MAX_AUDIO_SECONDS
+from subplug.types import Task
 
 # ----------------------------------------------------------------- instructions
 
@@ -67,9 +68,6 @@ INSTRUCTIONS: tuple[str, ...] = (
 )
 """The nine training instructions in the seed's order; instruction *n* is
 ``INSTRUCTIONS[n - 1]``."""
-
-LANGUAGE_NAMES: Mapping[str, str] = {"en": "English", "mn": "Mongolian"}
-"""The section titles of the combined target format."""
 
 
 @dataclass(frozen=True)
@@ -249,8 +247,6 @@ BASE_NEW_TOKENS = 16
 TOKENS_PER_SECOND = 8
 #: The section headings and separator of the combined format.
 COMBINED_FORMAT_TOKENS = 16
-#: Gemma 3n hears at most 30 s of audio per call.
-MAX_AUDIO_SECONDS = 30.0
 #: The largest budget :func:`max_new_tokens_for` gives (a combined answer for 30 s).
 MAX_NEW_TOKENS = 2 * (BASE_NEW_TOKENS + TOKENS_PER_SECOND * 30) + COMBINED_FORMAT_TOKENS
 

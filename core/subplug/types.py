@@ -11,14 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+# LANGUAGES is re-exported: plugins import it from here.
+from subplug.languages import DEFAULT_MAX_CHARS, LANGUAGES, MAX_AUDIO_SECONDS  # noqa: F401
+
 if TYPE_CHECKING:
     import numpy as np
 
 #: The sample rate every model-facing array uses.
 SAMPLE_RATE = 16_000
-
-#: Languages subplug produces. ISO 639-1 codes.
-LANGUAGES = ("en", "mn")
 
 
 class Task(str, enum.Enum):
@@ -234,7 +234,9 @@ class Tracks:
 class CueOptions:
     """Subtitle conventions (REFERENCE.md §3). Defaults follow Netflix English."""
 
-    max_chars: Mapping[str, int] = field(default_factory=lambda: {"en": 42, "mn": 42})
+    max_chars: Mapping[str, int] = field(
+        default_factory=lambda: dict.fromkeys(LANGUAGES, DEFAULT_MAX_CHARS)
+    )
     """Characters per line, per language."""
     max_lines: int = 2
     max_cps: float = 17.0
@@ -278,7 +280,7 @@ class GenerateOptions:
     backend_options: BackendOptions = field(default_factory=BackendOptions)
     cues: CueOptions = field(default_factory=CueOptions)
     style: StyleOptions = field(default_factory=StyleOptions)
-    max_chunk: float = 30.0
+    max_chunk: float = MAX_AUDIO_SECONDS
     resume: bool = True
     """Reuse journaled chunk results from an earlier, interrupted run."""
     vad_threshold: float = 0.5

@@ -20,6 +20,7 @@ from subplug.commands.arguments import (
     prepare_out_dir,
 )
 from subplug.errors import Cancelled, SubplugError
+from subplug.languages import DEFAULT_MAX_CHARS
 
 
 def setup(parser: argparse.ArgumentParser) -> None:
@@ -61,9 +62,9 @@ def setup(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-chars",
         type=int,
-        default=42,
+        default=DEFAULT_MAX_CHARS,
         metavar="N",
-        help="characters per subtitle line (default: 42)",
+        help=f"characters per subtitle line (default: {DEFAULT_MAX_CHARS})",
     )
     parser.add_argument(
         "--max-chunk",
