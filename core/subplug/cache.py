@@ -41,7 +41,7 @@ import filelock
 
 from subplug import __version__
 from subplug.errors import SubplugError
-from subplug.formats import replace_atomic
+from subplug.files import replace_atomic
 
 ModelKind = Literal["full", "adapter"]
 Stage = Literal["download", "copy", "extract", "export", "hash", "wait"]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from subplug import __version__, plugins
+from subplug import __version__, files, plugins
 from subplug.errors import Cancelled, SubplugError
 from subplug.journal import (
     Journal,
@@ -265,10 +265,9 @@ class Engine:
     def check_outputs(self, media: Path, options: GenerateOptions) -> list[PlannedOutput]:
         """Fail before any work when an output exists (without overwrite) or the output
         folder cannot be written."""
-        from subplug import formats as formats_module
 
         outputs = planned_outputs(media, options)
-        formats_module.check_writable([o.path for o in outputs], overwrite=options.overwrite)
+        files.check_writable([o.path for o in outputs], overwrite=options.overwrite)
         return outputs
 
     def write(self, tracks: Tracks, options: GenerateOptions) -> Tracks:
@@ -280,7 +279,6 @@ class Engine:
         language has any. When nothing at all is written, a ``no-output`` warning says
         so unless ``tracks`` already carries a warning explaining why (no speech, no
         text)."""
-        from subplug import formats as formats_module
 
         has_cues = {lang for lang, track in tracks.tracks.items() if track.cues}
         outputs = [
@@ -298,7 +296,7 @@ class Engine:
             return tracks
         self.emit("stage", tracks.media, stage="write")
         rendered = [(o.path, o.format.write(tracks, o.langs, options.style)) for o in outputs]
-        written = formats_module.write_files(rendered, overwrite=options.overwrite)
+        written = files.write_files(rendered, overwrite=options.overwrite)
         done = replace(tracks, outputs=tuple(written))
         self._finish_journal(tracks.media)
         self.emit(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from subplug import plugins
 from subplug.errors import SubplugError
-from subplug.formats import replace_atomic
+from subplug.files import replace_atomic
 
 
 def run_host_action(action: str, host: str, *, as_json: bool = False) -> int:

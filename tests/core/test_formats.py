@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pysubs2
 import pytest
-from subplug import formats, plugins
+from subplug import files, formats, plugins
 from subplug.errors import SubplugError
 from subplug.types import Cue, StyleOptions, SubtitleFormat, Track, Tracks
 
@@ -138,7 +138,7 @@ def _no_temp_files(folder: Path) -> None:
 
 def test_write_files_writes_utf8_without_bom(tmp_path: Path) -> None:
     target = tmp_path / "film.mn.srt"
-    written = formats.write_files([(target, "1\nСайн\n")], overwrite=False)
+    written = files.write_files([(target, "1\nСайн\n")], overwrite=False)
     assert written == [target]
     assert target.read_bytes() == "1\nСайн\n".encode()
     mask = os.umask(0)
@@ -152,7 +152,7 @@ def test_an_existing_file_is_never_replaced_without_overwrite(tmp_path: Path) ->
     mine.write_text("my own careful subtitles", encoding="utf-8")
     other = tmp_path / "film.mn.srt"
     with pytest.raises(SubplugError) as info:
-        formats.write_files([(other, "new mn"), (mine, "new en")], overwrite=False)
+        files.write_files([(other, "new mn"), (mine, "new en")], overwrite=False)
     assert info.value.reference == "output-exists"
     assert "--overwrite" in (info.value.hint or "")
     assert mine.read_text(encoding="utf-8") == "my own careful subtitles"
@@ -163,8 +163,8 @@ def test_an_existing_file_is_never_replaced_without_overwrite(tmp_path: Path) ->
 def test_overwrite_keeps_numbered_backups(tmp_path: Path) -> None:
     target = tmp_path / "film.en.srt"
     target.write_text("first", encoding="utf-8")
-    formats.write_atomic(target, "second", overwrite=True)
-    formats.write_atomic(target, "third", overwrite=True)
+    files.write_atomic(target, "second", overwrite=True)
+    files.write_atomic(target, "third", overwrite=True)
     assert target.read_text(encoding="utf-8") == "third"
     assert (tmp_path / "film.en.srt.bak").read_text(encoding="utf-8") == "first"
     assert (tmp_path / "film.en.srt.bak.1").read_text(encoding="utf-8") == "second"
@@ -174,21 +174,21 @@ def test_overwrite_keeps_numbered_backups(tmp_path: Path) -> None:
 def test_a_folder_in_the_way_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "film.en.srt").mkdir()
     with pytest.raises(SubplugError) as info:
-        formats.write_atomic(tmp_path / "film.en.srt", "x", overwrite=True)
+        files.write_atomic(tmp_path / "film.en.srt", "x", overwrite=True)
     assert info.value.reference == "output-not-writable"
 
 
 def test_a_file_where_the_folder_should_be_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "out").write_text("not a folder", encoding="utf-8")
     with pytest.raises(SubplugError) as info:
-        formats.write_atomic(tmp_path / "out" / "film.en.srt", "x", overwrite=False)
+        files.write_atomic(tmp_path / "out" / "film.en.srt", "x", overwrite=False)
     assert info.value.reference == "output-not-writable"
     assert (tmp_path / "out").read_text(encoding="utf-8") == "not a folder"
 
 
 def test_missing_folders_are_created(tmp_path: Path) -> None:
     target = tmp_path / "new" / "deeper" / "film.en.srt"
-    formats.write_atomic(target, "x", overwrite=False)
+    files.write_atomic(target, "x", overwrite=False)
     assert target.read_text(encoding="utf-8") == "x"
 
 
@@ -200,6 +200,6 @@ def test_a_file_that_appears_meanwhile_is_left_alone(tmp_path: Path) -> None:
     temp.write_text("ours", encoding="utf-8")
     target.write_text("theirs", encoding="utf-8")
     with pytest.raises(SubplugError) as info:
-        formats._commit(temp, target, overwrite=False)
+        files._commit(temp, target, overwrite=False)
     assert info.value.reference == "output-exists"
     assert target.read_text(encoding="utf-8") == "theirs"
