@@ -1,9 +1,9 @@
 """The remote side: the models subplug knows by name and the downloaders that fetch them.
 
 :data:`KNOWN_MODELS` is the registry ``subplug models pull`` downloads from;
-:class:`HubDownloader` fetches from the Hugging Face Hub (imported only when used), and
-tests inject other :class:`Downloader` s. Putting what was fetched into the cache is
-:mod:`subplug.cache.pull`.
+:class:`HubDownloader` fetches from the Hugging Face Hub (``huggingface_hub`` is imported
+only when it runs), and tests inject other :class:`Downloader` s. Putting what was
+fetched into the cache is :mod:`subplug.cache.pull`.
 """
 
 from __future__ import annotations
