@@ -159,5 +159,3 @@ def output_path(
     media = Path(media)
     folder = Path(out_dir) if out_dir is not None else media.parent
     return folder / f"{media.stem}.{'-'.join(langs)}.{fmt.extension}"
-
-

@@ -109,25 +109,35 @@ _BATCHED_UNAVAILABLE = object()
 
 
 def load_vad() -> Any:
-    """The process's silero-vad model, loaded once from the wheel's own files (offline).
-
-    Importing ``silero_vad`` calls ``torch.set_num_threads(1)``; the caller's thread
-    setting (which a backend may rely on) is put back. Raises ``ImportError`` when
-    silero-vad (or torch) is not installed.
+    """The process's silero-vad model: a :func:`new_streaming_vad` loaded once, shared by
+    :func:`speech_probabilities` (whose calls are serialised). Raises ``ImportError``
+    when silero-vad (or torch) is not installed.
     """
     global _model
     if _model is None:
-        import torch
-
-        threads = torch.get_num_threads()
-        try:
-            import silero_vad
-
-            model = silero_vad.load_silero_vad()
-        finally:
-            torch.set_num_threads(threads)
-        _model = model
+        _model = new_streaming_vad()
     return _model
+
+
+def new_streaming_vad() -> Any:
+    """A silero-vad model of the caller's own, for streaming use: one 32 ms window per
+    call, its recurrent state carried from call to call (``reset_states()`` starts
+    over), so it must not be shared with another stream. ``subplug live`` loads one per
+    session; :func:`load_vad` keeps one for the process.
+
+    Loaded from the wheel's own files (offline). Importing ``silero_vad`` calls
+    ``torch.set_num_threads(1)``; the caller's thread setting (which a backend may rely
+    on) is put back. Raises ``ImportError`` when silero-vad (or torch) is not installed.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        import silero_vad
+
+        return silero_vad.load_silero_vad()
+    finally:
+        torch.set_num_threads(threads)
 
 
 class _BatchedVad:

@@ -27,11 +27,11 @@ from subplug.live import (
     MERGE_GAP,
     InputBuffer,
     LiveOptions,
+    PcmBlock,
     PcmDecoder,
     Utterance,
     UtteranceDetector,
     VadSettings,
-    _Block,
     merge_chunk,
     plan_work,
     run_live,
@@ -305,7 +305,7 @@ def test_decoder_downmixes_and_resamples_48k(fmt: str, channels: int) -> None:
 def test_input_buffer_drops_oldest_and_leaves_a_gap() -> None:
     buffer = InputBuffer(max_frames=100, frame_bytes=4)
     for first in range(0, 200, 40):
-        buffer.put(_Block(first, bytes(160), 0.0))
+        buffer.put(PcmBlock(first, bytes(160), 0.0))
     blocks = buffer.take(0.0)
     assert blocks is not None
     assert [b.first_frame for b in blocks] == [120, 160]  # 0, 40, 80 were dropped
