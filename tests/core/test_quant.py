@@ -513,3 +513,20 @@ def test_bad_quantize_values_are_refused_by_the_cli(
         main(["generate", str(media), "--quantize", "int3"])
     assert exit_info.value.code == 2
     assert "invalid choice: 'int3'" in capsys.readouterr().err
+
+
+def test_a_large_matrix_is_packed_and_multiplied_in_parts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """fbgemm's packing needs several times a matrix's size as work space: a tall matrix
+    (the head) is packed in parts of BLOCK_ROWS rows, with the same results."""
+    generator = torch.Generator().manual_seed(3)
+    weight = torch.randn(100, 64, generator=generator)
+    q8 = kernels.quantize_int8(weight)
+    x = torch.randn(4, 64, generator=generator)
+    whole = kernels.PackedInt8(q8)
+    monkeypatch.setattr(kernels.PackedInt8, "BLOCK_ROWS", 32)
+    parts = kernels.PackedInt8(q8)
+    assert len(whole.parts) == 1 and len(parts.parts) == 4
+    assert torch.equal(parts(x), whole(x))
+    seven = kernels.PackedInt8(q8, seven_bit=True)
+    expected = x @ weight.T
+    assert float((seven(x) - expected).norm() / expected.norm()) < 0.05

@@ -183,6 +183,10 @@ class PackedInt8:
     scale), which cannot (:func:`fbgemm_needs_7bit`).
     """
 
+    #: Output rows packed together: fbgemm's packing needs several times a matrix's
+    #: size as work space, so a 131,072-row head is packed (and multiplied) in parts.
+    BLOCK_ROWS = 16_384
+
     def __init__(
         self,
         weights: Int8Weights,
@@ -192,34 +196,41 @@ class PackedInt8:
     ) -> None:
         import torch
 
-        values, scales = weights.values, weights.scales
         if seven_bit is None:
             seven_bit = fbgemm_needs_7bit()
-        if seven_bit:
-            values = torch.round(values.float() / 2).clamp_(-63, 63).to(torch.int8)
-            scales = scales * 2
-        out, inputs = values.shape
-        self.packed = torch.fbgemm_pack_quantized_matrix(values.contiguous())
-        self.col_offsets = values.sum(dim=1, dtype=torch.int32)
-        self.shape = torch.zeros(1, 1, dtype=torch.int8).expand(out, inputs)
-        self.scales = scales.float().contiguous()
-        self.zeros = torch.zeros(out, dtype=torch.float32)
+        out, inputs = weights.values.shape
+        self.parts: list[tuple[Any, ...]] = []
+        for first in range(0, out, self.BLOCK_ROWS):
+            values = weights.values[first : first + self.BLOCK_ROWS]
+            scales = weights.scales[first : first + self.BLOCK_ROWS].float()
+            if seven_bit:  # round half away from zero, in integers: no float copy
+                wide = values.to(torch.int16)
+                values = (wide.sign() * ((wide.abs() + 1) // 2)).clamp_(-63, 63).to(torch.int8)
+                scales = scales * 2
+            rows = values.shape[0]
+            self.parts.append(
+                (
+                    torch.zeros(1, 1, dtype=torch.int8).expand(rows, inputs),
+                    torch.fbgemm_pack_quantized_matrix(values.contiguous()),
+                    values.sum(dim=1, dtype=torch.int32),
+                    scales.contiguous(),
+                    torch.zeros(rows, dtype=torch.float32),
+                )
+            )
         self.bias = None if bias is None else bias.float()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         import torch
 
         shape = x.shape
-        y = torch.fbgemm_linear_int8_weight_fp32_activation(
-            x.reshape(-1, shape[-1]).float(),
-            self.shape,
-            self.packed,
-            self.col_offsets,
-            1.0,
-            0,
-            self.zeros,
-        )
-        y = y.mul_(self.scales)
+        flat = x.reshape(-1, shape[-1]).float()
+        outputs = []
+        for stand_in, packed, col_offsets, scales, zeros in self.parts:
+            y = torch.fbgemm_linear_int8_weight_fp32_activation(
+                flat, stand_in, packed, col_offsets, 1.0, 0, zeros
+            )
+            outputs.append(y.mul_(scales))
+        y = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)
         if self.bias is not None:
             y = y.add_(self.bias)
         return y.reshape(*shape[:-1], y.shape[-1])
