@@ -20,7 +20,6 @@ from subplug.journal import (
     JournalEntry,
     journal_key,
     media_fingerprint,
-    model_fingerprint,
 )
 from subplug.languages import LANGUAGE_NAMES, LANGUAGES, MAX_AUDIO_SECONDS, SOURCES
 from subplug.types import (
@@ -96,18 +95,14 @@ def validate(options: GenerateOptions) -> GenerateOptions:
     from subplug import runtime
 
     runtime.validate_options(options.backend_options)
-    if options.backend not in plugins.backends():
-        raise SubplugError(
-            "unknown-backend",
-            f"No backend named {options.backend!r} is installed.",
-            f"Installed backends: {', '.join(sorted(plugins.backends())) or 'none'}.",
-        )
-    # A factory may offer ``check(backend_options)``: a cheap test (options, model present
-    # and intact) run here, so a missing model fails before any media is decoded.
-    check = getattr(plugins.backends()[options.backend], "check", None)
-    if callable(check):
-        check(options.backend_options)
+    plugins.backend_factory(options.backend)  # unknown-backend, before any media
     return replace(options, targets=targets, formats=fmts)
+
+
+def check_model(options: GenerateOptions) -> dict[str, Any]:
+    """The backend's fail-fast check of the model (present and intact; nothing loaded),
+    run before any media is decoded: its facts (``contents`` keys the journal)."""
+    return plugins.check_backend(options.backend, options.backend_options)
 
 
 def planned_outputs(media: Path, options: GenerateOptions) -> list[PlannedOutput]:
@@ -139,6 +134,7 @@ class Engine:
         self._started = time.monotonic()
         self._job: dict[str, Any] = {"files": 1, "index": 0}
         self._journals: dict[Path, Journal] = {}
+        self._model_facts: dict[tuple[Any, ...], dict[str, Any]] = {}
 
     # ----------------------------------------------------------------- events
 
@@ -154,9 +150,8 @@ class Engine:
         if self._backend is not None and self._backend_key in (key, ("given",)):
             return self._backend
         self.close()
-        factory = plugins.backends()[options.backend]
         self.emit("stage", None, stage="model-load", backend=options.backend)
-        self._backend = factory(options.backend_options)
+        self._backend = plugins.load_backend(options.backend, options.backend_options)
         self._backend_key = key
         return self._backend
 
@@ -179,7 +174,7 @@ class Engine:
         """Generate and write subtitles for each file; a failing file does not stop the
         others (its error is reported as a ``file-error`` event). Returns one entry per
         file: the written tracks, or ``None`` for a failure."""
-        options = validate(options)
+        options = self.prepare(options)
         self._started = time.monotonic()
         self.emit("job-start", None, files=[str(m) for m in media_files], version=__version__)
         results: list[Tracks | None] = []
@@ -188,6 +183,7 @@ class Engine:
             self._job = {"files": len(media_files), "index": index}
             self.emit("file-start", media, index=index, total_files=len(media_files))
             try:
+                self.check_outputs(Path(media), options)
                 tracks = self.write(self._generate(Path(media), options), options)
             except SubplugError as error:
                 if isinstance(error, Cancelled):
@@ -203,16 +199,26 @@ class Engine:
         )
         return results
 
+    def prepare(self, options: GenerateOptions) -> GenerateOptions:
+        """Validate ``options`` and check the model (:func:`check_model`: present and
+        intact, nothing loaded) before any media is touched; the options normalised."""
+        options = validate(options)
+        key = _model_key(options)
+        if key not in self._model_facts:
+            self._model_facts[key] = check_model(options)
+        return options
+
     def generate(self, media: Path, options: GenerateOptions) -> Tracks:
-        """Subtitle tracks for ``media``; writes nothing but the journal."""
-        return self._generate(Path(media), validate(options))
+        """Subtitle tracks for ``media``; writes nothing but the journal, and looks at
+        no output file (a host that writes the tracks its own way — a Kdenlive project
+        — calls this; :meth:`run` checks the outputs and writes them)."""
+        return self._generate(Path(media), self.prepare(options))
 
     def _generate(self, media: Path, options: GenerateOptions) -> Tracks:
-        """:meth:`generate` with options already validated."""
+        """:meth:`generate` with options already prepared."""
         from subplug import cues, segment
         from subplug import media as media_module
 
-        self.check_outputs(media, options)
         self.emit("stage", media, stage="probe")
         info = media_module.probe(media)
         stream = media_module.select_stream(info, options.audio_stream)
@@ -325,8 +331,8 @@ class Engine:
             "stream": stream,
             "backend": options.backend,
             "model": backend_options.model,
-            "model_contents": model_fingerprint(
-                backend_options.model, backend_options.extra.get("base")
+            "model_contents": self._model_facts.get(_model_key(options), {}).get(
+                "contents", f"{options.backend}:{backend_options.model}"
             ),
             "source": options.source,
             "targets": list(options.targets),
@@ -462,6 +468,11 @@ def _track_warnings(
             )
             found.append(("cues-dropped", message, {"lang": lang, "count": len(dropped)}))
     return found
+
+
+def _model_key(options: GenerateOptions) -> tuple[Any, ...]:
+    """A hashable key for the backend and its options (``extra`` is a mapping)."""
+    return (options.backend, repr(options.backend_options))
 
 
 def _chunk(samples: Any, span: ChunkSpan) -> AudioChunk:

@@ -38,7 +38,9 @@ from subplug.errors import SubplugError
 if TYPE_CHECKING:
     from subplug.commands.registry import Commands
     from subplug.types import (
+        Backend,
         BackendFactory,
+        BackendOptions,
         DoctorCheck,
         HostAdapter,
         JobEvent,
@@ -187,6 +189,34 @@ def backends() -> dict[str, BackendFactory]:
 
     get_plugin_manager().hook.subplug_register_backends(register=register)
     return found
+
+
+def backend_factory(name: str) -> BackendFactory:
+    """The registered factory of backend ``name``; ``unknown-backend`` when none is."""
+    factories = backends()
+    if name not in factories:
+        raise SubplugError(
+            "unknown-backend",
+            f"No backend named {name!r} is installed.",
+            f"Installed backends: {names(factories) or 'none'}.",
+        )
+    return factories[name]
+
+
+def check_backend(name: str, options: BackendOptions) -> dict[str, Any]:
+    """Run backend ``name`` 's cheap fail-fast check for ``options`` (the model present
+    and intact, the device there; nothing loaded), where its factory offers one
+    (``factory.check(options)``). Returns the facts the check gives: ``contents``, the
+    model's fingerprint, keys the resume journal."""
+    check = getattr(backend_factory(name), "check", None)
+    facts = check(options) if callable(check) else None
+    return dict(facts or {})
+
+
+def load_backend(name: str, options: BackendOptions) -> Backend:
+    """Load backend ``name`` with ``options`` (the one way the engine and the live
+    engine do it)."""
+    return backend_factory(name)(options)
 
 
 def formats() -> dict[str, SubtitleFormat]:

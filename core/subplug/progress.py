@@ -6,14 +6,14 @@ for the duration of a command.
 
 from __future__ import annotations
 
-import json
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from subplug import JSONL_VERSION
 from subplug.errors import SubplugError
 from subplug.hookspecs import hookimpl
+from subplug.jsonl import JsonLinesWriter, header
 from subplug.types import JobEvent, Tracks
 
 STAGE_LABELS = {
@@ -28,8 +28,7 @@ STAGE_LABELS = {
 
 def event_to_dict(event: JobEvent) -> dict[str, Any]:
     """The versioned JSON form of an event (docs/jsonl.md)."""
-    data: dict[str, Any] = {"v": JSONL_VERSION, "event": event.kind}
-    data["time"] = event.data.get("time", 0.0)
+    data = header(event.kind, event.data.get("time", 0.0))
     if event.media is not None or event.kind not in ("job-start", "job-done"):
         data["media"] = None if event.media is None else str(event.media)
     for key, value in event.data.items():
@@ -43,22 +42,17 @@ class JsonlEvents:
 
     def __init__(self, stream: IO[str]) -> None:
         self.stream = stream
-
-    def _write(self, data: dict[str, Any]) -> None:
-        self.stream.write(json.dumps(data, ensure_ascii=False, default=str) + "\n")
-        self.stream.flush()
+        self.writer = JsonLinesWriter(stream)
 
     @hookimpl
     def subplug_job_event(self, event: JobEvent) -> None:
-        self._write(event_to_dict(event))
+        self.writer.write(event_to_dict(event))
 
     def fatal(self, error: SubplugError) -> None:
         """A usage error before or outside any file: the last line says why."""
-        self._write(
+        self.writer.write(
             {
-                "v": JSONL_VERSION,
-                "event": "job-done",
-                "time": 0.0,
+                **header("job-done", 0.0),
                 "ok": 0,
                 "failed": 0,
                 "exit_code": error.exit_code,
@@ -67,7 +61,8 @@ class JsonlEvents:
         )
 
     def close(self) -> None:
-        self.stream.flush()
+        with contextlib.suppress(OSError, ValueError):
+            self.stream.flush()
 
 
 class RichProgress:

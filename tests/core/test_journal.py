@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# The journal keys on the model's contents, fingerprinted by the cache.
+from subplug.cache import contents_fingerprint as model_fingerprint  # noqa: E402
 from subplug.journal import (
     Journal,
     JournalEntry,
     journal_key,
     media_fingerprint,
-    model_fingerprint,
 )
 from subplug.types import ChunkSpan, SpeechRegion
 

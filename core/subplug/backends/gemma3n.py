@@ -65,22 +65,34 @@ def subplug_register_backends(register: Callable[[str, Any], None]) -> None:
 
 class _Factory:
     """The registered factory: ``factory(options)`` loads a backend; ``factory.check``
-    is the engine's fail-fast test before any media is decoded."""
+    is the engine's fail-fast test before any media is decoded. The model is located
+    once per run: what ``check`` found is what the load that follows uses."""
+
+    def __init__(self) -> None:
+        self._located: dict[tuple[str | None, str | None], ModelLocation] = {}
 
     def __call__(self, options: BackendOptions) -> Backend:
-        """Validate, locate, load."""
-        self.check(options)
-        return Gemma3nBackend(options)
+        """Validate, locate (unless ``check`` just did), load."""
+        key = (options.model, options.extra.get("base"))
+        location = self._located.pop(key, None)
+        if location is None:
+            self.check(options)
+            location = self._located.pop(key)
+        return Gemma3nBackend(options, location)
 
-    def check(self, options: BackendOptions) -> None:
+    def check(self, options: BackendOptions) -> dict[str, Any]:
         """Options valid, the model present and intact (a quick size/mtime check against
         its manifest), the device there and the dtype usable on it; raises
-        ``SubplugError``. Touches no model file's contents and no GPU memory."""
-        from subplug import runtime
+        ``SubplugError``. Touches no model file's contents and no GPU memory. Returns
+        ``contents``, the model's fingerprint (for the resume journal)."""
+        from subplug import cache, runtime
 
         runtime.validate_options(options)
-        _locate(options.model, options.extra.get("base"))
+        base = options.extra.get("base")
+        location = _locate(options.model, base)
         runtime.choose_dtype(options.dtype, runtime.resolve_device(options.device))
+        self._located[(options.model, base)] = location
+        return {"contents": cache.contents_fingerprint(options.model, base)}
 
 
 create_backend = _Factory()

@@ -18,7 +18,6 @@ A model folder that holds ``subplug-quant.json`` is such a copy, whatever its na
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -83,19 +82,9 @@ def spec_for(choice: QuantChoice, kept: KeptVocabulary | None, *, params: int) -
     )
 
 
-def contents_fingerprint(manifests: Sequence[Any]) -> str:
-    """A digest of cache manifests' file digests (an entry and its base)."""
-    digest = hashlib.sha256()
-    for manifest in manifests:
-        digest.update(f"{manifest.name}:".encode())
-        for rel, record in sorted(manifest.files.items()):
-            digest.update(f"{rel}={record.sha256};".encode())
-    return digest.hexdigest()
-
-
 def source_fingerprint(name: str) -> str | None:
-    """:func:`contents_fingerprint` of cache entry ``name`` (and its base), or ``None``
-    when it is not a cache entry."""
+    """The contents fingerprint of cache entry ``name`` (and its base), or ``None`` when
+    it is not a cache entry."""
     from subplug import cache
 
     try:
@@ -104,12 +93,7 @@ def source_fingerprint(name: str) -> str | None:
         return None
     if resolved.manifest is None:
         return None
-    manifests = [resolved.manifest]
-    if resolved.base_name is not None:
-        base = cache.resolve_model(resolved.base_name).manifest
-        if base is not None:
-            manifests.append(base)
-    return contents_fingerprint(manifests)
+    return cache.contents_fingerprint(name)
 
 
 def copy_name(source: str, choice: QuantChoice) -> str:

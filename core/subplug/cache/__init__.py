@@ -50,6 +50,7 @@ from subplug.cache.entries import (
     update_derived,
     verify,
 )
+from subplug.cache.fingerprint import contents_fingerprint
 from subplug.cache.hub import (
     DEFAULT_MODEL,
     KNOWN_MODELS,
@@ -92,6 +93,7 @@ __all__ = [
     "VerifyReport",
     "add_model",
     "build_model",
+    "contents_fingerprint",
     "export_model",
     "find_derived",
     "import_model",

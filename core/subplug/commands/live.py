@@ -113,11 +113,8 @@ def setup(parser: argparse.ArgumentParser) -> None:
 
 def options_from_args(args: argparse.Namespace) -> LiveOptions:
     """The :class:`~subplug.live.LiveOptions` for parsed arguments (validated)."""
-    from subplug.errors import SubplugError
     from subplug.live import validate
 
-    if args.threads is not None and args.threads < 1:
-        raise SubplugError("bad-threads", "--threads must be at least 1.")
     return validate(
         LiveOptions(
             format=args.format,

@@ -6,13 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from subplug.errors import SubplugError
+from subplug.languages import MAX_AUDIO_SECONDS, SOURCES
 from subplug.live.pcm import PCM_FORMATS
 from subplug.types import BackendOptions
 
-SOURCES = ("auto", "en", "mn")
-
 #: The model's input limit (seconds of audio per request).
-MODEL_LIMIT = 30.0
+MODEL_LIMIT = MAX_AUDIO_SECONDS
 
 
 @dataclass(frozen=True)
@@ -104,4 +103,7 @@ def validate(options: LiveOptions) -> LiveOptions:
         raise bad("bad-input-buffer", "--input-buffer must be between 1 and 600 s.", "")
     if options.stats_interval < 0:
         raise bad("bad-stats-interval", "--stats-interval cannot be negative.", "")
+    from subplug import runtime
+
+    runtime.validate_options(options.backend_options)
     return options

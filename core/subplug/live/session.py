@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import signal
 import statistics
@@ -32,8 +31,8 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import IO, Any
 
-from subplug import JSONL_VERSION
 from subplug.errors import SubplugError
+from subplug.jsonl import JsonLinesWriter, header
 from subplug.live.backlog import merge_chunk, plan_work
 from subplug.live.options import LiveOptions, validate
 from subplug.live.pcm import PCM_FORMATS, InputBuffer, PcmBlock
@@ -73,27 +72,21 @@ EventWriter = Callable[[dict[str, Any]], None]
 
 
 class JsonLines:
-    """Writes one JSON object per line, flushed, from any thread."""
+    """The live engine's event lines (:class:`subplug.jsonl.JsonLinesWriter`), timed
+    from the session's start."""
 
     def __init__(self, stream: IO[str]) -> None:
-        self.stream = stream
+        self.writer = JsonLinesWriter(stream)
         self.started = time.monotonic()
-        self.broken = False
-        self._lock = threading.Lock()
+
+    @property
+    def broken(self) -> bool:
+        """The reader has gone."""
+        return self.writer.broken
 
     def __call__(self, event: dict[str, Any]) -> None:
-        line = {"v": JSONL_VERSION, "event": event.pop("event")}
-        line["time"] = round(time.monotonic() - self.started, 3)
-        line.update(event)
-        text = json.dumps(line, ensure_ascii=False) + "\n"
-        with self._lock:
-            if self.broken:
-                return
-            try:
-                self.stream.write(text)
-                self.stream.flush()
-            except (BrokenPipeError, ValueError, OSError):
-                self.broken = True
+        name = event.pop("event")
+        self.writer.write({**header(name, time.monotonic() - self.started), **event})
 
 
 class LiveSession:
@@ -295,18 +288,10 @@ class LiveSession:
     # ---------------------------------------------------------------- helpers
 
     def _load_backend(self) -> Backend:
-        if self._backend is not None:
-            return self._backend
-        from subplug import plugins
+        if self._backend is None:
+            from subplug import plugins
 
-        factories = plugins.backends()
-        if self.options.backend not in factories:
-            raise SubplugError(
-                "unknown-backend",
-                f"No backend named {self.options.backend!r}.",
-                f"Installed backends: {plugins.names(factories) or 'none'}.",
-            )
-        self._backend = factories[self.options.backend](self.options.backend_options)
+            self._backend = plugins.load_backend(self.options.backend, self.options.backend_options)
         return self._backend
 
     def _offer(self, utterance: Utterance) -> None:

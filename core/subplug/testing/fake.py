@@ -102,6 +102,17 @@ class FakeBackend:
         return {"backend": "fake", "model": "fake", "device": "cpu"}
 
 
+def check(options: BackendOptions) -> dict[str, Any]:
+    """The fake backend's fail-fast check: nothing to load, but a model folder or cache
+    entry it is pointed at is fingerprinted as the real backend does, so resume tests
+    see a retrained model as another model."""
+    if options.model is None:
+        return {}
+    from subplug import cache
+
+    return {"contents": cache.contents_fingerprint(options.model)}
+
+
 class FakeBackendPlugin:
     """Registers :class:`FakeBackend` as backend ``fake``.
 
@@ -120,6 +131,7 @@ class FakeBackendPlugin:
             self.instances.append(backend)
             return backend
 
+        factory.check = check  # type: ignore[attr-defined]
         register("fake", factory)
 
 
