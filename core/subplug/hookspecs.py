@@ -45,7 +45,9 @@ def subplug_register_backends(register: Callable[[str, BackendFactory], None]) -
     engine calls it with the same ``BackendOptions`` while validating a job, before any
     media is decoded or model loaded, and it raises
     :class:`~subplug.errors.SubplugError` for a bad option, a missing or damaged model
-    or an unusable device (it must be cheap: no model loading, no GPU memory). The core
+    or an unusable device (it must be cheap: no model loading, no GPU memory); it may
+    return a dict of facts, ``contents`` (the model's fingerprint) keying the resume
+    journal. The core
     registers ``gemma3n`` (the default). Registering a name twice is an error naming
     both plugins. Returns nothing.
     """
