@@ -474,9 +474,7 @@ def test_slow_backend_drops_and_merges_by_policy() -> None:
     threading.Thread(target=produce, daemon=True).start()
     out = io.StringIO()
     options = LiveOptions(format="f32le", rate=RATE, channels=2, source="en", max_lag=6.0)
-    started = time.monotonic()
     code = run_live(options, reader, out, backend=FakeBackend(script=slow), handle_signals=False)
-    elapsed = time.monotonic() - started
     assert code == 0
     found = events(out.getvalue())
     captions, dropped = of("caption", found), of("dropped", found)
@@ -489,7 +487,6 @@ def test_slow_backend_drops_and_merges_by_policy() -> None:
     assert final["merged"] > 0 and any(c["utterances"] > 1 for c in captions)
     assert sum(c["utterances"] for c in captions) + len(dropped) == len(texts)
     assert len(calls) == len(captions) < len(texts)
-    assert elapsed < 2.0 * len(texts)  # far less than captioning each phrase in turn
     # what was dropped is old: it ended more than max_lag before the newest audio
     for d in dropped:
         assert final["input_seconds"] - d["end"] > 6.0
