@@ -463,3 +463,52 @@ def test_doctor_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert checks["models"]["status"] == "warn"  # an empty cache: a hint to pull or import
     assert report["ok"] is (code == 0)
     assert report["ok"] is all(c["status"] != "fail" for c in report["checks"])
+
+
+def test_doctor_in_a_pipe_is_plain_text_and_not_ready_without_a_model() -> None:
+    """Piped: no colour codes, no spaces at line ends; with an empty cache the last line
+    says what is missing instead of "Ready."."""
+    result = subprocess.run(
+        [sys.executable, "-m", "subplug", "doctor"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "COLUMNS": "80"},
+    )
+    lines = result.stdout.splitlines()
+    assert lines and all(line == line.rstrip() for line in lines), lines
+    assert "\x1b[" not in result.stdout
+    assert any(line.startswith("models ") and " warn " in line for line in lines)
+    assert "no model is in the cache yet" in lines[-1] and "subplug models pull" in lines[-1]
+    assert "Ready." not in result.stdout
+    assert result.returncode == 0
+
+
+def test_doctor_verdict_says_ready_only_when_a_model_is_there() -> None:
+    from subplug.doctor import CheckOutcome, Report, verdict
+
+    def outcome(name: str, status: CheckStatus) -> CheckOutcome:
+        return CheckOutcome(name, "g", CheckResult(status, "x", "h"), 0.0)
+
+    ok = Report([outcome("models", CheckStatus.OK), outcome("python", CheckStatus.OK)])
+    assert verdict(ok, self_test=False) == ("green", "Ready.")
+    assert verdict(ok, self_test=True) == ("green", "Self-test passed: ready.")
+    warned = Report([outcome("models", CheckStatus.OK), outcome("vlc", CheckStatus.WARN)])
+    assert verdict(warned, self_test=False) == ("green", "Ready (1 warning above).")
+    empty = Report([outcome("models", CheckStatus.WARN)])
+    style, text = verdict(empty, self_test=True)
+    assert style == "yellow" and "no model is in the cache yet" in text
+    failed = Report([outcome("models", CheckStatus.OK), outcome("pyav", CheckStatus.FAIL)])
+    assert verdict(failed, self_test=False)[0] == "red"
+
+
+def test_models_list_shows_the_default_legend_only_with_the_default_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from subplug import cache
+    from subplug.testing.tiny import build_tiny_model
+
+    cache.import_model(build_tiny_model(tmp_path / "tiny"), name="tiny")
+    assert main(["models", "list"]) == 0
+    assert "default model" not in capsys.readouterr().out

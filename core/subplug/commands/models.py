@@ -177,10 +177,11 @@ def _list(args: argparse.Namespace) -> int:
             "`subplug models import PATH`."
         )
         return 0
+    starred = any(e.name == cache.DEFAULT_MODEL for e in entries)
     table = Table(
         title=f"Models in {cache.models_dir()}",
         title_justify="left",
-        caption=f"* default model ({cache.DEFAULT_MODEL})",
+        caption=f"* default model ({cache.DEFAULT_MODEL})" if starred else None,
         caption_justify="left",
     )
     for column in ("Name", "Kind", "Base", "Size", "State", "Revision"):
