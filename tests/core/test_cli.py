@@ -512,3 +512,30 @@ def test_models_list_shows_the_default_legend_only_with_the_default_model(
     cache.import_model(build_tiny_model(tmp_path / "tiny"), name="tiny")
     assert main(["models", "list"]) == 0
     assert "default model" not in capsys.readouterr().out
+
+
+def test_summary_lines_count_files_time_audio_cues_and_resumed_chunks() -> None:
+    from subplug.progress import summary_lines
+
+    done = [
+        {"cues": {"en": 3, "mn": 3}, "outputs": [{}, {}, {}], "resumed": 2, "duration": 60.0},
+        {"cues": {"en": 1, "mn": 0}, "outputs": [{}], "resumed": 0, "duration": 30.0},
+    ]
+    job = {"ok": 2, "failed": 1, "audio_seconds": 90.0, "seconds": 45.0}
+    lines = summary_lines(done, job, 3)
+    assert lines == [
+        "Done: 2 of 3 files in 45 s: 1 min 30 s of audio at 2.00x real time.",
+        "Cues: 4 English, 3 Mongolian; 4 files written.",
+        "Resumed an interrupted run: 2 chunks taken from its journal.",
+        "1 file failed (see the errors above).",
+    ]
+    assert summary_lines([], {}, 1) == []
+
+
+def test_generate_ends_with_a_summary(
+    clip: Path, fake_backend: FakeBackendPlugin, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["generate", "--backend", "fake", "--source", "en", str(clip)]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "Done: 1 of 1 file in " in err and "of audio at " in err
+    assert "English" in err and "files written" in err
