@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -139,9 +139,8 @@ def add_bottom_argument(parser: argparse._ActionsContainer, *, where: str = "") 
     )
 
 
-def _setup_generate(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("media", nargs="+", type=Path, metavar="MEDIA", help="audio or video files")
-    add_engine_arguments(parser, detects="per chunk", formats=True, model_default="gemma3n-en-mn")
+def add_precision_arguments(parser: argparse._ActionsContainer) -> None:
+    """Add ``--dtype`` and ``--batch-size``, which :func:`generate_options` reads."""
     parser.add_argument(
         "--dtype",
         default="auto",
@@ -156,6 +155,23 @@ def _setup_generate(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="chunks per model call (default: from free memory)",
     )
+
+
+def add_max_chars_argument(parser: argparse._ActionsContainer) -> None:
+    """Add ``--max-chars``, which :func:`generate_options` reads."""
+    parser.add_argument(
+        "--max-chars",
+        type=int,
+        default=42,
+        metavar="N",
+        help="characters per subtitle line (default: 42)",
+    )
+
+
+def _setup_generate(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("media", nargs="+", type=Path, metavar="MEDIA", help="audio or video files")
+    add_engine_arguments(parser, detects="per chunk", formats=True, model_default="gemma3n-en-mn")
+    add_precision_arguments(parser)
     parser.add_argument(
         "--no-merge",
         action="store_true",
@@ -181,13 +197,7 @@ def _setup_generate(parser: argparse.ArgumentParser) -> None:
         help="audio stream to use, counting audio streams from 0",
     )
     add_bottom_argument(parser, where=" in the .ass")
-    parser.add_argument(
-        "--max-chars",
-        type=int,
-        default=42,
-        metavar="N",
-        help="characters per subtitle line (default: 42)",
-    )
+    add_max_chars_argument(parser)
     parser.add_argument(
         "--max-chunk",
         type=float,
@@ -205,21 +215,56 @@ def _setup_generate(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _generate_options(args: argparse.Namespace) -> Any:
+def generate_options(args: argparse.Namespace, **fields: Any) -> Any:
+    """The :class:`~subplug.types.GenerateOptions` of a command's parsed arguments.
+
+    Reads what :func:`add_engine_arguments`, :func:`add_precision_arguments`,
+    :func:`add_max_chars_argument` and :func:`add_bottom_argument` add; an argument a
+    command does not have keeps the option's default. ``fields`` set other options
+    (``formats``, ``out_dir``…). Raises ``bad-batch-size`` or ``bad-max-chars``."""
     from subplug.types import BackendOptions, CueOptions, GenerateOptions, StyleOptions
 
-    if args.batch_size is not None and args.batch_size < 1:
+    batch_size = getattr(args, "batch_size", None)
+    max_chars = getattr(args, "max_chars", 42)
+    if batch_size is not None and batch_size < 1:
         raise SubplugError(
             "bad-batch-size",
-            f"--batch-size must be at least 1, not {args.batch_size}.",
+            f"--batch-size must be at least 1, not {batch_size}.",
             "Leave it out to size batches from free memory.",
         )
-    if not 10 <= args.max_chars <= 100:
+    if not 10 <= max_chars <= 100:
         raise SubplugError(
             "bad-max-chars",
-            f"--max-chars must be between 10 and 100, not {args.max_chars}.",
+            f"--max-chars must be between 10 and 100, not {max_chars}.",
             "42 is the usual limit for English subtitles (Netflix), 39 for Cyrillic.",
         )
+    defaults = BackendOptions()
+    options = GenerateOptions(
+        source=args.source,
+        targets=args.targets,
+        backend=args.backend,
+        backend_options=BackendOptions(
+            model=args.model,
+            device=args.device,
+            dtype=getattr(args, "dtype", defaults.dtype),
+            batch_size=batch_size,
+            merge_adapter=not getattr(args, "no_merge", False),
+        ),
+        cues=CueOptions(max_chars={"en": max_chars, "mn": max_chars}),
+        style=StyleOptions(bottom=getattr(args, "bottom", StyleOptions().bottom)),
+    )
+    return replace(options, **fields)
+
+
+def _generate_options(args: argparse.Namespace) -> Any:
+    options = generate_options(
+        args,
+        formats=args.formats,
+        overwrite=args.overwrite,
+        audio_stream=args.audio_stream,
+        max_chunk=args.max_chunk,
+        resume=not args.no_resume,
+    )
     if args.out is not None:
         out = args.out.expanduser()
         if out.exists() and not out.is_dir():
@@ -238,26 +283,7 @@ def _generate_options(args: argparse.Namespace) -> Any:
                     "Choose a folder you can write to with --out.",
                 ) from exc
         args.out = out
-    return GenerateOptions(
-        source=args.source,
-        targets=args.targets,
-        formats=args.formats,
-        out_dir=args.out,
-        overwrite=args.overwrite,
-        audio_stream=args.audio_stream,
-        backend=args.backend,
-        backend_options=BackendOptions(
-            model=args.model,
-            device=args.device,
-            dtype=args.dtype,
-            batch_size=args.batch_size,
-            merge_adapter=not args.no_merge,
-        ),
-        cues=CueOptions(max_chars={"en": args.max_chars, "mn": args.max_chars}),
-        style=StyleOptions(bottom=args.bottom),
-        max_chunk=args.max_chunk,
-        resume=not args.no_resume,
-    )
+    return replace(options, out_dir=args.out)
 
 
 def _run_generate(args: argparse.Namespace) -> int:
@@ -269,7 +295,7 @@ def _run_generate(args: argparse.Namespace) -> int:
     plugins.register(sink, name="cli-events")
     try:
         options = _generate_options(args)
-        with _sigterm_interrupts(), Engine() as engine:
+        with sigterm_interrupts(), Engine() as engine:
             results = engine.run(args.media, options)
     except KeyboardInterrupt:
         # Outside the model stage (which raises Cancelled itself): decoding, writing…
@@ -290,9 +316,9 @@ def _run_generate(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
+def sigterm_interrupts() -> Iterator[None]:
     """SIGTERM (a host program cancelling the job) stops like Ctrl-C: journal kept,
-    no partial output, exit code 130."""
+    no partial output, exit code 130. Commands that plugins add use it too."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
