@@ -51,9 +51,7 @@ def _safe_text(lines: Sequence[str]) -> str:
     backslash, followed by an invisible WORD JOINER (U+2060), so ``\\N``, ``\\h`` or
     ``\\i1`` in the text are never read as codes (a look-alike such as U+FF3C is missing
     from common fonts, DejaVu Sans included, and would show as a box)."""
-    cleaned = (
-        line.replace("\\", "\\\u2060").replace("{", "(").replace("}", ")") for line in lines
-    )
+    cleaned = (line.replace("\\", "\\\u2060").replace("{", "(").replace("}", ")") for line in lines)
     return r"\N".join(cleaned)
 
 

@@ -186,7 +186,7 @@ def _run_melt_once(
             selector.register(process.stderr, selectors.EVENT_READ)
             while True:
                 if selector.select(timeout=0.5):
-                    chunk = process.stderr.read1(65536)
+                    chunk = os.read(process.stderr.fileno(), 65536)
                     if not chunk:
                         break
                     tail = (tail + chunk)[-4000:]

@@ -102,6 +102,9 @@ def wait_for(what: str, check: Callable[[], Any], limit: float = STEP_LIMIT) -> 
 def build_root(root: Path, *, rebuild: bool = False) -> None:
     """debootstrap Debian 13 into ``root`` and install Kdenlive (skipped when done)."""
     if rebuild and root.exists():
+        inside = [m for m in mounts() if m == root or root in m.parents]
+        if inside:
+            raise CheckFailed(f"not removing {root}: still mounted there: {inside}")
         shutil.rmtree(root)
     if (root / READY).exists():
         log(f"reusing {root}")
@@ -120,6 +123,12 @@ def build_root(root: Path, *, rebuild: bool = False) -> None:
             env=env,
         )
     (root / READY).write_text(time.strftime("%Y-%m-%d %H:%M:%S\n"), encoding="utf-8")
+
+
+def mounts() -> list[Path]:
+    """Every mount point of this machine (``/proc/mounts``; spaces come as ``\\040``)."""
+    lines = Path("/proc/mounts").read_text(encoding="utf-8").splitlines()
+    return [Path(line.split()[1].replace("\\040", " ")) for line in lines]
 
 
 def chroot(root: Path, command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
@@ -230,11 +239,18 @@ class Session:
         return process
 
     def stop_all(self) -> None:
-        subprocess.run(["pkill", "-KILL", "-u", str(UID)], check=False)
+        """Kill every process of the test user (Kdenlive's helpers included) and wait
+        until they are gone, so the mounts can be undone."""
         for process in self.processes:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, 9)
             process.wait()
+
+        def gone() -> bool:
+            subprocess.run(["pkill", "-KILL", "-u", str(UID)], check=False)
+            return subprocess.run(["pgrep", "-u", str(UID)], capture_output=True).returncode == 1
+
+        wait_for("the test user's processes to end", gone)
 
     def x(self, *args: str) -> str:
         done = subprocess.run(self.as_user(["xdotool", *args]), capture_output=True, text=True)
@@ -566,8 +582,8 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt  # so the processes are stopped and the mounts undone
 
     signal.signal(signal.SIGTERM, stop)
-    build_root(args.root.resolve(), rebuild=args.rebuild)
     try:
+        build_root(args.root.resolve(), rebuild=args.rebuild)
         results = check(args.root.resolve(), args.out.resolve())
     except CheckFailed as failure:
         print(f"kdenlive_gui: FAILED: {failure}", file=sys.stderr)
