@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pysubs2
 
+from subplug.files import printable_name
 from subplug.types import Cue, StyleOptions, SubtitleFormat, Tracks
 
 #: Text colour per role (pysubs2 colours are RGBA with 0 = opaque).
@@ -79,7 +80,7 @@ def render_ass(tracks: Tracks, langs: Sequence[str], style: StyleOptions) -> str
     subs = pysubs2.SSAFile()
     subs.info.update(
         {
-            "Title": tracks.media.name,
+            "Title": printable_name(tracks.media),
             "PlayResX": str(width),
             "PlayResY": str(height),
             "ScaledBorderAndShadow": "yes",

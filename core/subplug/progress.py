@@ -170,7 +170,8 @@ class RichProgress:
             if tracks is None:
                 continue
             for path in tracks.outputs:
-                out.print(f"[green]wrote[/] {escape(str(path))}")
+                shown = str(path.parent / _short(path))
+                out.print(f"[green]wrote[/] {escape(shown)}")
         for media, error in self.errors:
             message = error["message"]
             name = _short(media)
@@ -229,4 +230,6 @@ def _clock(seconds: float) -> str:
 
 
 def _short(media: Path | None) -> str:
-    return "" if media is None else media.name
+    from subplug.files import printable_name
+
+    return "" if media is None else printable_name(media)

@@ -539,3 +539,30 @@ def test_generate_ends_with_a_summary(
     err = " ".join(capsys.readouterr().err.split())
     assert "Done: 1 of 1 file in " in err and "of audio at " in err
     assert "English" in err and "files written" in err
+
+
+def test_names_that_are_not_utf8_or_hold_a_newline_are_subtitled(
+    clip: Path, fake_backend: FakeBackendPlugin, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file name with bytes that are not UTF-8 (Python keeps them as lone surrogates)
+    or with a line break: subtitles are written beside it, the .ass title and the
+    messages show a printable name, and --jsonl stays valid JSON."""
+    odd = clip.with_name(os.fsdecode(b"bad\xff.mp4"))
+    broken = clip.with_name("line\nbreak.mp4")
+    shutil.copy(clip, odd)
+    shutil.copy(clip, broken)
+    assert main(["generate", "--backend", "fake", "--source", "en", str(odd), str(broken)]) == 0
+    ass = odd.with_name(os.fsdecode(b"bad\xff.en-mn.ass"))
+    assert ass.exists() and odd.with_name(os.fsdecode(b"bad\xff.en.srt")).exists()
+    titles = [
+        p.read_text(encoding="utf-8") for p in (ass, broken.with_name("line\nbreak.en-mn.ass"))
+    ]
+    assert "Title: bad\ufffd.mp4" in titles[0] and "Title: line break.mp4" in titles[1]
+    err = capsys.readouterr().err
+    assert "bad\ufffd.en-mn.ass" in err and "Done: 2 of 2 files" in " ".join(err.split())
+    code = main(
+        ["generate", "--backend", "fake", "--source", "en", "--jsonl", "--overwrite", str(odd)]
+    )
+    assert code == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert events[-1]["event"] == "job-done" and events[-1]["ok"] == 1
