@@ -494,3 +494,32 @@ def test_slow_backend_drops_and_merges_by_policy() -> None:
     for c in captions:
         inside = [iv for iv in intervals if overlap((c["start"], c["end"]), iv) > 0]
         assert len(inside) == c["utterances"]
+
+
+@pytest.mark.slow
+def test_live_stops_when_the_reader_of_its_events_goes_away(
+    clip: tuple[np.ndarray, list[tuple[float, float]]],
+) -> None:
+    """`subplug live … | head -1`: once nobody reads its output, the engine stops
+    instead of running until killed (exit 141, as a process ended by SIGPIPE)."""
+    mono, _ = clip
+    proc = subprocess.Popen(
+        live_command("--format", "f32le", "--rate", str(RATE), "--channels", "2"),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=live_env(),
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    first = json.loads(proc.stdout.readline())
+    assert first["event"] == "ready"
+    proc.stdout.close()  # like head -1: the reader has gone
+    # stdin stays open and keeps bringing speech: only the closed output can stop it
+    block = pcm(mono, "f32le")
+    while proc.poll() is None:
+        try:
+            proc.stdin.write(block)
+            proc.stdin.flush()
+        except BrokenPipeError:
+            break
+    assert proc.wait(timeout=120) == 141, proc.stderr.read().decode() if proc.stderr else ""
