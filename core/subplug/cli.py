@@ -19,8 +19,8 @@ from subplug.commands.arguments import (  # noqa: F401  (public: plugins add the
     add_precision_arguments,
     parse_csv,
 )
-from subplug.commands.registry import Commands, RunFunction, SetupFunction
 from subplug.errors import Cancelled, SubplugError
+from subplug.subcommands import Commands, RunFunction, SetupFunction
 
 # ----------------------------------------------------------------------- parser
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from subplug.commands.registry import Commands
+    from subplug.subcommands import Commands
     from subplug.types import (
         BackendFactory,
         DoctorCheck,

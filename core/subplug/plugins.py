@@ -36,7 +36,7 @@ from subplug import hookspecs
 from subplug.errors import SubplugError
 
 if TYPE_CHECKING:
-    from subplug.commands.registry import Commands
+    from subplug.subcommands import Commands
     from subplug.types import (
         Backend,
         BackendFactory,

@@ -7,7 +7,8 @@ from itertools import pairwise
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from subplug.cues import break_cost, chunk_cues, shape_track, wrap
+from subplug.cues import chunk_cues, shape_track
+from subplug.linebreak import break_cost, wrap
 from subplug.types import ChunkSpan, Cue, CueOptions, SpeechRegion, Transcript
 
 EPS = 1e-6

@@ -13,9 +13,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from subplug import cache, memory, prompts, runtime
-from subplug.backends import gemma3n_model, gemma3n_optimize, gemma3n_quant
+from subplug.backends import gemma3n_model, gemma3n_quant
 from subplug.backends.gemma3n import Gemma3nBackend, audio_only_model_class, render_prompt
+from subplug.backends.gemma3n_model import empty_model
 from subplug.cli import main
+from subplug.commands import optimize as gemma3n_optimize
 from subplug.errors import SubplugError
 from subplug.quant import convert, kernels, quality, tensorfile, vocab
 from subplug.quant.modules import QuantEmbedding, QuantLinear
@@ -229,8 +231,10 @@ def trimmed_pair(tiny: dict[str, Path]) -> tuple[Any, Any, list[int]]:
 
     vocab_size = 520
     kept = sorted(set(range(0, 10)) | set(range(10, vocab_size, 2)))
-    full = load_quantized(tiny["base"], QuantSpec(min_params=1024))
-    trimmed = load_quantized(tiny["base"], QuantSpec(min_params=1024, kept_ids=tuple(kept)))
+    full = load_quantized(tiny["base"], QuantSpec(min_params=1024), build=empty_model)
+    trimmed = load_quantized(
+        tiny["base"], QuantSpec(min_params=1024, kept_ids=tuple(kept)), build=empty_model
+    )
     return full, trimmed, kept
 
 
@@ -241,7 +245,7 @@ def test_streamed_quantising_equals_quantising_the_loaded_model(tiny: dict[str, 
     """Built while reading the files (never the float model whole) or converted after a
     float load: the same quantised model, to the bit."""
     spec = convert.QuantSpec(min_params=1024, kept_ids=tuple(range(0, 520, 3)) + (1, 2))
-    streamed = convert.load_quantized(tiny["base"], spec)
+    streamed = convert.load_quantized(tiny["base"], spec, build=empty_model)
     converted = convert.quantize_loaded(_float_model(tiny["base"]), spec)
     a, b = streamed.state_dict(), converted.state_dict()
     assert set(a) == set(b)
@@ -267,7 +271,9 @@ def test_a_lora_adapter_is_merged_while_reading_as_peft_merges_it(tiny: dict[str
         assert torch.allclose(mine, merged_params[f"{module}.weight"], atol=1e-6), module
     # and the whole quantised model equals quantising peft's merged model
     spec = convert.QuantSpec(min_params=1024)
-    streamed = convert.load_quantized(tiny["base"], spec, adapter_dir=tiny["adapter"])
+    streamed = convert.load_quantized(
+        tiny["base"], spec, build=empty_model, adapter_dir=tiny["adapter"]
+    )
     converted = convert.quantize_loaded(merged, spec)
     for key, value in streamed.state_dict().items():
         assert torch.allclose(value.float(), converted.state_dict()[key].float(), atol=1e-6), key
@@ -292,7 +298,7 @@ def test_a_saved_quantised_model_loads_to_the_same_outputs(
     tiny: dict[str, Path], tmp_path: Path
 ) -> None:
     spec = convert.QuantSpec(bits=4, group=32, min_params=1024, kept_ids=tuple(range(300)))
-    model = convert.load_quantized(tiny["base"], spec)
+    model = convert.load_quantized(tiny["base"], spec, build=empty_model)
     folder = tmp_path / "saved"
     folder.mkdir()
     written = convert.save_quantized(model, folder)
@@ -300,7 +306,7 @@ def test_a_saved_quantised_model_loads_to_the_same_outputs(
     model.config.save_pretrained(folder)
     again_spec = convert.read_spec(folder)
     assert again_spec == spec
-    again = convert.load_saved(folder, again_spec)
+    again = convert.load_saved(folder, again_spec, build=empty_model)
     ids = torch.tensor([[2, 5, 40, 77, 120, 299]])
     with torch.inference_mode():
         assert torch.equal(model(input_ids=ids).logits, again(input_ids=ids).logits)

@@ -19,7 +19,6 @@ factory and the functions that need them.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from subplug import memory
 from subplug.backends.gemma3n_model import (  # noqa: F401  (public here too)
     AUDIO_PAD_FRAMES,
+    ModelLocation,
     _load_config,
     audio_features,
     audio_only_model_class,
@@ -37,12 +37,13 @@ from subplug.backends.gemma3n_model import (  # noqa: F401  (public here too)
     count_params,
     e2b_config,
     estimate_memory,
+    locate,
     quiet_loading,
     register_vision_stub,
     render_prompt,
 )
+from subplug.backends.gemma3n_quant import quant_choice
 from subplug.backends.repetition import token_loop_at_end, trim_repetition
-from subplug.errors import SubplugError
 from subplug.hookspecs import hookimpl
 from subplug.types import Backend, BackendOptions, BackendRequest
 
@@ -90,7 +91,7 @@ class _Factory:
 
         runtime.validate_options(options)
         base = options.extra.get("base")
-        location = _locate(options.model, base)
+        location = locate(options.model, base)
         runtime.choose_dtype(options.dtype, runtime.resolve_device(options.device))
         self._located[(options.model, base)] = location
         return {"contents": cache.contents_fingerprint(options.model, base)}
@@ -99,123 +100,12 @@ class _Factory:
 create_backend = _Factory()
 
 
-# ----------------------------------------------------------------- model location
-
-
-@dataclass(frozen=True)
-class ModelLocation:
-    """Where a model's files are: a full model folder, or an adapter and its base."""
-
-    name: str | None
-    path: Path
-    is_adapter: bool
-    base: Path | None
-
-
-def _locate(spec: str | None, base: str | None = None) -> ModelLocation:
-    """Find the model named or pointed to by ``spec`` with the model cache
-    (:func:`subplug.cache.resolve_model`: a cache name or a folder); ``base`` overrides
-    an adapter's base model (a cache name or folder). Every file must be readable."""
-    from subplug.cache import resolve_model
-
-    found = resolve_model(spec, base=base)
-    location = ModelLocation(found.name, Path(found.path), found.is_adapter, found.base)
-    if location.is_adapter and location.base is None:
-        raise SubplugError(
-            "adapter-base-missing",
-            f"The adapter at {location.path} names no base model that is available here.",
-            "Import the base model with `subplug models import PATH`, or name its folder "
-            "with the backend option base=PATH.",
-        )
-    for folder in (location.path, location.base):
-        if folder is not None:
-            _check_readable(folder)
-    return location
-
-
-def _check_readable(folder: Path) -> None:
-    """``model-unreadable`` when a file of the model cannot be read by this user (a
-    folder made by another user with private files): said plainly, before loading."""
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith("."):
-            continue
-        if not path.is_file() or not os.access(path, os.R_OK):
-            if path.is_dir():
-                continue
-            raise SubplugError(
-                "model-unreadable",
-                f"Cannot read {path}: {'not a file' if path.exists() else 'it is gone'}"
-                if not path.is_file()
-                else f"Cannot read {path}: permission denied.",
-                f"Make the model's files readable (chmod a+r {folder}/*), or ask the user "
-                "who made them to.",
-            )
-
-
 #: Characters an answer cannot keep: the replacement character (a byte-fallback
 #: sequence cut off by the budget) and control characters other than line breaks and tabs.
 _UNPRINTABLE = re.compile("[\ufffd\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 # ------------------------------------------------------------------------ backend
-
-
-def _quant_choice(options: BackendOptions, location: ModelLocation, device: str) -> Any:
-    """The quantisation to load ``location`` with: what a saved quantised copy holds,
-    or :func:`subplug.runtime.choose_quantize` for the options and the model's size."""
-    from subplug import runtime
-    from subplug.quant.convert import read_spec
-
-    saved = read_spec(location.path)
-    if saved is None:
-        model_dir = location.base if location.is_adapter else location.path
-        choice = runtime.choose_quantize(
-            options.quantize,
-            options.vocab,
-            device,
-            params=count_params(_load_config(model_dir)),
-            dtype_spec=options.dtype,
-        )
-        if choice.bits is not None:
-            from subplug.backends import gemma3n_quant
-            from subplug.quant.quality import MIN_AGREEMENT
-
-            copy = gemma3n_quant.find_saved(location.name, choice)
-            top1 = None if copy is None else gemma3n_quant.recorded_agreement(copy)
-            if top1 is not None and top1 < MIN_AGREEMENT:
-                if options.quantize.strip().lower() == "auto":
-                    log.warning(
-                        "The %s copy of %s agreed with the float model on only %.1f %% of "
-                        "tokens (subplug models optimize --check); using float weights.",
-                        choice.name, location.name, 100 * top1,
-                    )  # fmt: skip
-                    return runtime.QuantChoice(None, False, None)
-                log.warning(
-                    "The %s copy of %s agreed with the float model on only %.1f %% of "
-                    "tokens; using it because --quantize %s was asked for.",
-                    choice.name, location.name, 100 * top1, options.quantize,
-                )  # fmt: skip
-        return choice
-    wanted = options.quantize.strip().lower()
-    stored = f"int{saved.bits}"
-    if wanted not in ("auto", stored) or runtime.device_kind(device) != "cpu":
-        raise SubplugError(
-            "model-is-quantized",
-            f"{location.name or location.path} is stored quantised ({stored}); it runs on "
-            "the CPU only, with --quantize auto or " + stored + ".",
-            "Use the model it was made from for other settings (subplug models list shows it).",
-        )
-    from subplug.quant.kernels import INT8_KERNEL_ORDER, available
-
-    kernels = available()
-    kernel = next((k for k in INT8_KERNEL_ORDER if k in kernels), None)
-    if kernel is None or stored not in kernels:
-        raise SubplugError(
-            "quantize-unsupported",
-            f"This torch build has no {stored} kernel for this CPU.",
-            "Use the model it was made from with --quantize none.",
-        )
-    return runtime.QuantChoice(saved.bits, saved.kept_ids is not None, kernel)
 
 
 @dataclass(frozen=True)
@@ -241,7 +131,7 @@ class Gemma3nBackend:
 
         started = time.monotonic()
         self.options = options
-        self.location = location or _locate(options.model, options.extra.get("base"))
+        self.location = location or locate(options.model, options.extra.get("base"))
         model_dir = self.location.base if self.location.is_adapter else self.location.path
         assert model_dir is not None
         self.device = runtime.resolve_device(options.device)
@@ -253,7 +143,7 @@ class Gemma3nBackend:
         end_of_turn = tokenizer.convert_tokens_to_ids("<end_of_turn>")
         self.stop_ids = sorted({int(tokenizer.eos_token_id), int(end_of_turn)})
 
-        self.quant = _quant_choice(options, self.location, self.device)
+        self.quant = quant_choice(options, self.location, self.device)
         self.merged = False
         self.skipped_adapter_tensors: dict[str, int] = {}
         self.load_facts: dict[str, Any] = {}

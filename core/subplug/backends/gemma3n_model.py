@@ -1,4 +1,5 @@
-"""Gemma 3n, the model: audio-only loading, E2B's shape, the prompt, memory estimates.
+"""Gemma 3n, the model: audio-only loading, E2B's shape, the prompt, memory estimates,
+where the files are.
 
 What every part of subplug that touches Gemma 3n shares, below the backend: the
 audio-only model class (a parameter-free stand-in for the vision tower, so a checkpoint's
@@ -12,11 +13,14 @@ the functions.
 from __future__ import annotations
 
 import contextlib
+import os
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from subplug.errors import SubplugError
 
 if TYPE_CHECKING:
     from subplug.memory import MemoryEstimate  # noqa: F401
@@ -298,3 +302,71 @@ def activation_bytes(config: Any, dtype: str, *, max_new_tokens: int = 512) -> i
     sscp = channels * (frames // 2) * (audio.input_feat_size // 2) * 4 * 4
     conformer = (frames // 4) * audio.hidden_size * 4 * 4 * 3
     return int((kv + prefill + logits + sscp + conformer) * 1.5)
+
+
+def empty_model(config: Any) -> Any:
+    """The audio-only Gemma 3n for ``config`` with uninitialised float32 weights: the
+    memory is reserved but not touched, so it costs no RAM until written (the skeleton
+    :mod:`subplug.quant.convert` fills)."""
+    import torch
+    from transformers.initialization import no_init_weights
+
+    with no_init_weights():
+        model = audio_only_model_class()._from_config(
+            config, dtype=torch.float32, attn_implementation="sdpa"
+        )
+    model.eval()
+    return model
+
+
+# ----------------------------------------------------------------- model location
+
+
+@dataclass(frozen=True)
+class ModelLocation:
+    """Where a model's files are: a full model folder, or an adapter and its base."""
+
+    name: str | None
+    path: Path
+    is_adapter: bool
+    base: Path | None
+
+
+def locate(spec: str | None, base: str | None = None) -> ModelLocation:
+    """Find the model named or pointed to by ``spec`` with the model cache
+    (:func:`subplug.cache.resolve_model`: a cache name or a folder); ``base`` overrides
+    an adapter's base model (a cache name or folder). Every file must be readable."""
+    from subplug.cache import resolve_model
+
+    found = resolve_model(spec, base=base)
+    location = ModelLocation(found.name, Path(found.path), found.is_adapter, found.base)
+    if location.is_adapter and location.base is None:
+        raise SubplugError(
+            "adapter-base-missing",
+            f"The adapter at {location.path} names no base model that is available here.",
+            "Import the base model with `subplug models import PATH`, or name its folder "
+            "with the backend option base=PATH.",
+        )
+    for folder in (location.path, location.base):
+        if folder is not None:
+            check_readable(folder)
+    return location
+
+
+def check_readable(folder: Path) -> None:
+    """``model-unreadable`` when a file of the model cannot be read by this user (a
+    folder made by another user with private files): said plainly, before loading."""
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith("."):
+            continue
+        if not path.is_file() or not os.access(path, os.R_OK):
+            if path.is_dir():
+                continue
+            raise SubplugError(
+                "model-unreadable",
+                f"Cannot read {path}: {'not a file' if path.exists() else 'it is gone'}"
+                if not path.is_file()
+                else f"Cannot read {path}: permission denied.",
+                f"Make the model's files readable (chmod a+r {folder}/*), or ask the user "
+                "who made them to.",
+            )

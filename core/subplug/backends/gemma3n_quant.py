@@ -27,9 +27,11 @@ from typing import TYPE_CHECKING, Any
 from subplug.errors import SubplugError
 
 if TYPE_CHECKING:
+    from subplug.backends.gemma3n_model import ModelLocation
     from subplug.quant.convert import QuantSpec
     from subplug.quant.vocab import KeptVocabulary
     from subplug.runtime import QuantChoice
+    from subplug.types import BackendOptions
 
 log = logging.getLogger(__name__)
 
@@ -133,13 +135,13 @@ def build(
     """The quantised model built from the checkpoint (streamed, or converted after a
     float load when the files cannot be streamed). Kernels are not prepared yet, so
     the model can still be saved."""
-    from subplug.backends.gemma3n_model import quiet_loading
+    from subplug.backends.gemma3n_model import empty_model, quiet_loading
     from subplug.quant import convert
 
     with quiet_loading():
         try:
             return convert.load_quantized(
-                model_dir, spec, adapter_dir=adapter_dir, on_tensor=on_tensor
+                model_dir, spec, build=empty_model, adapter_dir=adapter_dir, on_tensor=on_tensor
             )
         except convert.UnsupportedCheckpoint as why:
             log.info(
@@ -214,6 +216,7 @@ def load(
 ) -> tuple[Any, dict[str, Any]]:
     """The quantised model for ``location`` (a :class:`ModelLocation`), prepared to
     run, and facts about where it came from (module docstring)."""
+    from subplug.backends.gemma3n_model import empty_model
     from subplug.quant import convert, heap
 
     started = time.monotonic()
@@ -222,14 +225,14 @@ def load(
     saved_spec = convert.read_spec(Path(location.path), kernel=choice.kernel or "fbgemm")
     facts: dict[str, Any] = {}
     if saved_spec is not None:
-        model = convert.load_saved(Path(location.path), saved_spec)
+        model = convert.load_saved(Path(location.path), saved_spec, build=empty_model)
         facts["quantized_from"] = "saved copy"
     else:
         saved = find_saved(location.name, choice)
         if saved is not None:
             spec = convert.read_spec(Path(saved.path), kernel=choice.kernel or "fbgemm")
             assert spec is not None
-            model = convert.load_saved(Path(saved.path), spec)
+            model = convert.load_saved(Path(saved.path), spec, build=empty_model)
             facts["quantized_from"] = f"saved copy {saved.name}"
         else:
             from transformers import AutoConfig
@@ -312,3 +315,61 @@ def agreement(
             logits = sequence_logits(backend.model, row, answer).cpu()
             total = total.merge(compare(ref_logits, logits, kept_ids))
     return total
+
+
+def quant_choice(options: BackendOptions, location: ModelLocation, device: str) -> Any:
+    """The quantisation to load ``location`` with: what a saved quantised copy holds,
+    or :func:`subplug.runtime.choose_quantize` for the options and the model's size."""
+    from subplug import runtime
+    from subplug.backends.gemma3n_model import _load_config, count_params
+    from subplug.quant.convert import read_spec
+
+    saved = read_spec(location.path)
+    if saved is None:
+        model_dir = location.base if location.is_adapter else location.path
+        choice = runtime.choose_quantize(
+            options.quantize,
+            options.vocab,
+            device,
+            params=count_params(_load_config(model_dir)),
+            dtype_spec=options.dtype,
+        )
+        if choice.bits is not None:
+            from subplug.quant.quality import MIN_AGREEMENT
+
+            copy = find_saved(location.name, choice)
+            top1 = None if copy is None else recorded_agreement(copy)
+            if top1 is not None and top1 < MIN_AGREEMENT:
+                if options.quantize.strip().lower() == "auto":
+                    log.warning(
+                        "The %s copy of %s agreed with the float model on only %.1f %% of "
+                        "tokens (subplug models optimize --check); using float weights.",
+                        choice.name, location.name, 100 * top1,
+                    )  # fmt: skip
+                    return runtime.QuantChoice(None, False, None)
+                log.warning(
+                    "The %s copy of %s agreed with the float model on only %.1f %% of "
+                    "tokens; using it because --quantize %s was asked for.",
+                    choice.name, location.name, 100 * top1, options.quantize,
+                )  # fmt: skip
+        return choice
+    wanted = options.quantize.strip().lower()
+    stored = f"int{saved.bits}"
+    if wanted not in ("auto", stored) or runtime.device_kind(device) != "cpu":
+        raise SubplugError(
+            "model-is-quantized",
+            f"{location.name or location.path} is stored quantised ({stored}); it runs on "
+            "the CPU only, with --quantize auto or " + stored + ".",
+            "Use the model it was made from for other settings (subplug models list shows it).",
+        )
+    from subplug.quant.kernels import INT8_KERNEL_ORDER, available
+
+    kernels = available()
+    kernel = next((k for k in INT8_KERNEL_ORDER if k in kernels), None)
+    if kernel is None or stored not in kernels:
+        raise SubplugError(
+            "quantize-unsupported",
+            f"This torch build has no {stored} kernel for this CPU.",
+            "Use the model it was made from with --quantize none.",
+        )
+    return runtime.QuantChoice(saved.bits, saved.kept_ids is not None, kernel)

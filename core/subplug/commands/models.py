@@ -256,7 +256,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _optimize(args: argparse.Namespace) -> int:
-    from subplug.backends import gemma3n_optimize
+    from subplug.commands import optimize as gemma3n_optimize
 
     out = _stdout()
     name = args.name or cache.DEFAULT_MODEL

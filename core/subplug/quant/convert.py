@@ -287,21 +287,6 @@ class UnsupportedCheckpoint(Exception):
     with features this module does not merge); load in float and convert instead."""
 
 
-def empty_model(config: Any) -> nn.Module:
-    """The audio-only Gemma 3n for ``config`` with uninitialised float32 weights: the
-    memory is reserved but not touched, so it costs no RAM until written."""
-    from transformers.initialization import no_init_weights
-
-    from subplug.backends.gemma3n_model import audio_only_model_class
-
-    with no_init_weights():
-        model = audio_only_model_class()._from_config(
-            config, dtype=torch.float32, attn_implementation="sdpa"
-        )
-    model.eval()
-    return model
-
-
 def _checkpoint_files(folder: Path) -> list[Path]:
     files = sorted(folder.glob("*.safetensors"))
     files = [f for f in files if f.name != "adapter_model.safetensors"]
@@ -390,19 +375,22 @@ def load_quantized(
     model_dir: Path,
     spec: QuantSpec,
     *,
+    build: Callable[[Any], nn.Module],
     adapter_dir: Path | None = None,
     config: Any = None,
     on_tensor: Callable[[int, int], None] | None = None,
 ) -> nn.Module:
     """Build the quantised model for the checkpoint in ``model_dir`` (plus a LoRA
     adapter, merged) without ever holding the float model (module docstring).
-    ``on_tensor(done, total)`` follows progress. Raises :class:`UnsupportedCheckpoint`
-    when the files do not fit this path."""
+    ``build(config)`` makes the empty float32 skeleton (the model family's own,
+    e.g. :func:`subplug.backends.gemma3n_model.empty_model`). ``on_tensor(done,
+    total)`` follows progress. Raises :class:`UnsupportedCheckpoint` when the files do
+    not fit this path."""
     from transformers import AutoConfig
 
     config = config or AutoConfig.from_pretrained(model_dir)
     files = _checkpoint_files(model_dir)
-    model = empty_model(config)
+    model = build(config)
     plan = _plan(model, spec)
     modules = dict(model.named_modules())
     deltas = read_lora(adapter_dir, set(modules)) if adapter_dir is not None else None
@@ -508,13 +496,16 @@ def read_spec(folder: Path, *, kernel: str = "fbgemm") -> QuantSpec | None:
     return QuantSpec.from_json(json.loads(path.read_text(encoding="utf-8")), kernel=kernel)
 
 
-def load_saved(folder: Path, spec: QuantSpec, *, config: Any = None) -> nn.Module:
-    """Load a model saved by :func:`save_quantized`: the skeleton with quantised modules,
-    then the saved tensors assigned in place (nothing held twice)."""
+def load_saved(
+    folder: Path, spec: QuantSpec, *, build: Callable[[Any], nn.Module], config: Any = None
+) -> nn.Module:
+    """Load a model saved by :func:`save_quantized`: the skeleton ``build(config)``
+    with quantised modules, then the saved tensors assigned in place (nothing held
+    twice)."""
     from transformers import AutoConfig
 
     config = config or AutoConfig.from_pretrained(folder)
-    model = empty_model(config)
+    model = build(config)
     plan = _plan(model, spec)
     for name in plan.linears:
         old = model.get_submodule(name)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from subplug.hookspecs import hookimpl
 
 if TYPE_CHECKING:
-    from subplug.commands.registry import Commands
+    from subplug.subcommands import Commands
     from subplug.types import DoctorCheck, HostAdapter
 
 

@@ -72,7 +72,7 @@ def tracks_for(clip: Path) -> dict:
     """The three sentences, timed by subplug's VAD (the second sentence spans two
     regions: "ask not" and the rest), wrapped by subplug's line breaker."""
     from subplug import media, segment
-    from subplug.cues import wrap
+    from subplug.linebreak import wrap
     from subplug.types import Cue, Track
 
     samples = media.load_pcm(clip, media.select_stream(media.probe(clip), None).index)

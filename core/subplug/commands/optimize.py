@@ -61,8 +61,8 @@ def optimize(
     from transformers import AutoConfig, AutoProcessor
 
     from subplug import cache, runtime
-    from subplug.backends.gemma3n import Gemma3nBackend, _locate
-    from subplug.backends.gemma3n_model import count_params
+    from subplug.backends.gemma3n import Gemma3nBackend
+    from subplug.backends.gemma3n_model import count_params, locate
     from subplug.prompts import INSTRUCTIONS
     from subplug.quant.kernels import INT8_KERNEL_ORDER, available
     from subplug.quant.quality import MIN_AGREEMENT
@@ -77,7 +77,7 @@ def optimize(
     if vocab not in ("en-mn", "full"):
         raise SubplugError("bad-vocab", f"Unknown vocabulary setting {vocab!r}.",
                            "Use --vocab en-mn or full.")  # fmt: skip
-    location = _locate(name)
+    location = locate(name)
     if location.name is None:
         raise SubplugError(
             "not-in-cache",
