@@ -107,6 +107,14 @@ def check_model(options: GenerateOptions) -> dict[str, Any]:
     return plugins.check_backend(options.backend, options.backend_options)
 
 
+def write_records() -> Path:
+    """Where the engine records the subtitle files it is putting in place, so a rerun
+    after a crash completes the set (:func:`subplug.files.write_files`)."""
+    from subplug.cache import journal_dir
+
+    return journal_dir() / "writes"
+
+
 def planned_outputs(media: Path, options: GenerateOptions) -> list[PlannedOutput]:
     """The files ``write`` will produce for ``media``, in a stable order."""
     from subplug import formats as formats_module
@@ -282,12 +290,14 @@ class Engine:
         )
 
     def check_outputs(self, media: Path, options: GenerateOptions) -> list[PlannedOutput]:
-        """Fail before any work when an output exists (without overwrite) or the output
+        """Fail before any work when an output exists (without overwrite; the files of an
+        interrupted write of this run's outputs may: :func:`write_records`) or the output
         folder cannot be written."""
 
-        outputs = planned_outputs(media, options)
-        files.check_writable([o.path for o in outputs], overwrite=options.overwrite)
-        return outputs
+        paths = [o.path for o in planned_outputs(media, options)]
+        ours = files.unfinished_writes(paths, write_records())
+        files.check_writable(paths, overwrite=options.overwrite, ours=ours)
+        return planned_outputs(media, options)
 
     def write(self, tracks: Tracks, options: GenerateOptions) -> Tracks:
         """Write the planned files for ``tracks`` atomically; returns them with
@@ -318,7 +328,7 @@ class Engine:
             return tracks
         self.emit("stage", tracks.media, stage="write")
         rendered = [(o.path, o.format.write(tracks, o.langs, options.style)) for o in outputs]
-        written = files.write_files(rendered, overwrite=options.overwrite)
+        written = files.write_files(rendered, overwrite=options.overwrite, records=write_records())
         done = replace(tracks, outputs=tuple(written))
         self._finish_journal(tracks.media)
         self.emit(

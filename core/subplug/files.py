@@ -7,6 +7,15 @@
   replaced with ``overwrite``, and then it is kept as ``NAME.ext.bak`` (``.bak.1``,
   ``.bak.2`` … when that exists: :func:`backup_path`). New files get the usual mode
   (0644 under the usual umask).
+* A set of outputs is one unit when :func:`write_files` is given a ``records`` folder:
+  before the first file is moved into place it records what each file will hold (a
+  SHA-256 per path) and removes the records once all are in place. If the process dies
+  in between (kill -9, power cut), a rerun finds the records: a target whose content is
+  what its record says is subplug's own half-finished work, replaced without
+  ``overwrite`` and without a backup (:func:`unfinished_writes`); a target with any
+  other content is the user's and is refused as always. Temporary files carry the
+  writer's process id, and those of processes that are gone are removed
+  (:func:`remove_stale_temps`).
 * :func:`replace_atomic` swaps in a file subplug owns (cache manifests, the files it
   installs into host programs), without checks or backup.
 """
@@ -15,10 +24,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
+import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 
 from subplug.errors import SubplugError
@@ -45,10 +56,11 @@ def backup_path(path: Path) -> Path:
     return candidate
 
 
-def check_writable(paths: Iterable[Path], *, overwrite: bool) -> None:
-    """Fail before any work when a target exists (without ``overwrite``), is a folder,
-    or its folder cannot be created or written. Raises :class:`SubplugError`
-    ``output-exists`` or ``output-not-writable``."""
+def check_writable(paths: Iterable[Path], *, overwrite: bool, ours: Collection[Path] = ()) -> None:
+    """Fail before any work when a target exists (without ``overwrite``; targets in
+    ``ours``, an unfinished earlier write's own files, may exist), is a folder, or its
+    folder cannot be created or written. Raises :class:`SubplugError` ``output-exists``
+    or ``output-not-writable``."""
     paths = [Path(p) for p in paths]
     probed: set[Path] = set()
     for path in paths:
@@ -68,7 +80,7 @@ def check_writable(paths: Iterable[Path], *, overwrite: bool) -> None:
                 "Choose another output folder with --out DIR, or fix its permissions.",
             )
         probed.add(folder)
-    existing = [path for path in paths if path.exists() or path.is_symlink()]
+    existing = [p for p in paths if (p.exists() or p.is_symlink()) and p not in ours]
     if existing and not overwrite:
         names = ", ".join(str(p) for p in existing)
         raise SubplugError(
@@ -112,7 +124,12 @@ def _new_file_mode() -> int:
     return 0o666 & ~mask
 
 
-def write_files(items: Sequence[tuple[Path, str | bytes]], *, overwrite: bool) -> list[Path]:
+def write_files(
+    items: Sequence[tuple[Path, str | bytes]],
+    *,
+    overwrite: bool,
+    records: Path | None = None,
+) -> list[Path]:
     """Write each ``(path, text)`` atomically (text as UTF-8, bytes as they are); return
     the paths.
 
@@ -121,28 +138,49 @@ def write_files(items: Sequence[tuple[Path, str | bytes]], *, overwrite: bool) -
     place. A failure before that removes the temporary files and leaves the targets as
     they were. With ``overwrite`` an existing target is first kept as a backup
     (:func:`backup_path`); without it a target that appeared meanwhile is never
-    replaced.
+    replaced. With ``records`` (a folder subplug owns) the files are one unit that a
+    rerun completes after a crash (module docstring).
     """
     items = [(Path(path), text) for path, text in items]
-    check_writable([path for path, _ in items], overwrite=overwrite)
+    paths = [path for path, _ in items]
+    ours: set[Path] = set()
+    if records is not None:
+        remove_stale_temps(paths)
+        ours = unfinished_writes(paths, records)
+    check_writable(paths, overwrite=overwrite, ours=ours)
+    datas = [text.encode("utf-8") if isinstance(text, str) else text for _, text in items]
     temps: list[Path] = []
-    current = items[0][0] if items else Path()
+    current = paths[0] if paths else Path()
+    marks = [] if records is None else [records / f"{_path_key(p)}.json" for p in paths]
     try:
-        for path, text in items:
+        for path, data in zip(paths, datas, strict=True):
             current = path
             path.parent.mkdir(parents=True, exist_ok=True)
-            handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            handle, name = tempfile.mkstemp(
+                dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp"
+            )
             temps.append(Path(name))
             with os.fdopen(handle, "wb") as stream:
-                stream.write(text.encode("utf-8") if isinstance(text, str) else text)
+                stream.write(data)
                 stream.flush()
                 os.fsync(stream.fileno())
             os.chmod(name, _new_file_mode())
+        for path, data, mark in zip(paths, datas, marks, strict=False):
+            current = mark
+            mark.parent.mkdir(parents=True, exist_ok=True)
+            digest = hashlib.sha256(data).hexdigest()
+            replace_atomic(mark, json.dumps({"path": _path_text(path), "sha256": digest}).encode())
         written = []
-        for (path, _), temp in zip(items, temps, strict=True):
+        for path, temp in zip(paths, temps, strict=True):
             current = path
-            _commit(temp, path, overwrite=overwrite)
+            if path in ours and (path.exists() or path.is_symlink()):
+                os.replace(temp, path)  # our own unfinished work: no backup
+            else:
+                _commit(temp, path, overwrite=overwrite)
             written.append(path)
+        for mark in marks:
+            with contextlib.suppress(FileNotFoundError):
+                mark.unlink()
         return written
     except OSError as exc:
         raise _os_error(exc, current) from exc
@@ -150,6 +188,73 @@ def write_files(items: Sequence[tuple[Path, str | bytes]], *, overwrite: bool) -
         for temp in temps:
             with contextlib.suppress(FileNotFoundError):
                 temp.unlink()
+
+
+def _path_text(path: Path) -> str:
+    """A path as JSON-safe text (names that are not UTF-8 kept as escapes)."""
+    return os.fsencode(path.absolute()).decode("utf-8", "backslashreplace")
+
+
+def _path_key(path: Path) -> str:
+    """The name of ``path``'s write record: the hash of its absolute path."""
+    return hashlib.sha256(_path_text(path).encode()).hexdigest()[:32]
+
+
+def unfinished_writes(paths: Iterable[Path], records: Path) -> set[Path]:
+    """The targets among ``paths`` that an unfinished earlier :func:`write_files` put
+    in place: their write record is still there and their content is what it says.
+    Anything else (no record, other content: a file the user made or changed) is not in
+    the result."""
+    ours = set()
+    for path in (Path(p) for p in paths):
+        try:
+            record = json.loads((records / f"{_path_key(path)}.json").read_text(encoding="utf-8"))
+            expected = record["sha256"] if record["path"] == _path_text(path) else None
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if expected is None or path.is_symlink() or not path.is_file():
+            continue
+        try:
+            actual = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError:
+            continue
+        if actual == expected:
+            ours.add(path)
+    return ours
+
+
+def remove_stale_temps(paths: Iterable[Path]) -> list[Path]:
+    """Remove the temporary files :func:`write_files` left beside ``paths`` when its
+    process died (``.NAME.PID.XXXX.tmp`` whose process is gone); returns them."""
+    removed = []
+    for path in paths:
+        path = Path(path)
+        prefix = f".{path.name}."
+        with contextlib.suppress(OSError):
+            for temp in path.parent.glob(f"{glob_escape(prefix)}*.tmp"):
+                pid = temp.name[len(prefix) :].partition(".")[0]
+                if pid.isdigit() and not _process_alive(int(pid)):
+                    with contextlib.suppress(FileNotFoundError):
+                        temp.unlink()
+                        removed.append(temp)
+    return removed
+
+
+def glob_escape(text: str) -> str:
+    """``text`` with the glob pattern characters made literal."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # another user's process
+    return True
 
 
 def _commit(temp: Path, path: Path, *, overwrite: bool) -> None:
