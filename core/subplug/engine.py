@@ -110,9 +110,9 @@ def check_model(options: GenerateOptions) -> dict[str, Any]:
 def write_records() -> Path:
     """Where the engine records the subtitle files it is putting in place, so a rerun
     after a crash completes the set (:func:`subplug.files.write_files`)."""
-    from subplug.cache import journal_dir
+    from subplug.cache import writes_dir
 
-    return journal_dir() / "writes"
+    return writes_dir()
 
 
 def planned_outputs(media: Path, options: GenerateOptions) -> list[PlannedOutput]:

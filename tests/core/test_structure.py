@@ -12,7 +12,6 @@ import ast
 from pathlib import Path
 
 import pytest
-
 import subplug
 
 PACKAGE = Path(subplug.__file__).parent

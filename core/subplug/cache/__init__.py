@@ -64,7 +64,7 @@ from subplug.cache.hub import (
 )
 from subplug.cache.importing import add_model, import_model
 from subplug.cache.manifest import MANIFEST_FORMAT, FileRecord, Manifest, ModelKind
-from subplug.cache.paths import MANIFEST_NAME, journal_dir, models_dir, subplug_home
+from subplug.cache.paths import MANIFEST_NAME, journal_dir, models_dir, subplug_home, writes_dir
 from subplug.cache.progress import CacheProgress, ProgressCallback, Stage
 from subplug.cache.pull import pull
 from subplug.cache.resolve import ResolvedModel, find_derived, resolve_model
@@ -98,6 +98,7 @@ __all__ = [
     "find_derived",
     "import_model",
     "journal_dir",
+    "writes_dir",
     "known_models",
     "list_models",
     "models_dir",

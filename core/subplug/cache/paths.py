@@ -60,6 +60,12 @@ def journal_dir() -> Path:
     return subplug_home() / "journal"
 
 
+def writes_dir() -> Path:
+    """``<home>/writes``: records of subtitle files being put in place, so a rerun after
+    a crash completes the set (:func:`subplug.files.write_files`; not created here)."""
+    return subplug_home() / "writes"
+
+
 def locks_dir() -> Path:
     """``<home>/locks``: the cache's lock files (not created here)."""
     return subplug_home() / "locks"
