@@ -68,7 +68,7 @@ MAX_AV_PLANES = 8
 SETTING_DEFAULTS = {
     "model": "",
     "source": "auto",
-    "backend": "gemma3n",
+    "backend": "auto",
     "device": "auto",
     "en_source": "",
     "mn_source": "",
@@ -128,7 +128,7 @@ def engine_command(config, settings, rate, channels):
         "--rate", str(int(rate)),
         "--channels", str(int(channels)),
         "--source", settings.get("source") or "auto",
-        "--backend", settings.get("backend") or "gemma3n",
+        "--backend", settings.get("backend") or "auto",
         "--device", settings.get("device") or "auto",
     ]  # fmt: skip
     if settings.get("model"):
