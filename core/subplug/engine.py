@@ -36,6 +36,8 @@ from subplug.types import (
 )
 
 EventSink = Callable[[JobEvent], None]
+#: Seconds between two progress events while a batch decodes.
+PARTIAL_PROGRESS_EVERY = 0.25
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,9 @@ class Engine:
         self._job: dict[str, Any] = {"files": 1, "index": 0}
         self._journals: dict[Path, Journal] = {}
         self._model_facts: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self._last_partial = 0.0
+        self._resumed: dict[Path, int] = {}
+        """Chunks each file took from the journal of an earlier run."""
 
     # ----------------------------------------------------------------- events
 
@@ -188,6 +193,7 @@ class Engine:
         self.emit("job-start", None, files=[str(m) for m in media_files], version=__version__)
         results: list[Tracks | None] = []
         failed = 0
+        audio = 0.0
         for index, media in enumerate(media_files):
             self._job = {"files": len(media_files), "index": index}
             self.emit("file-start", media, index=index, total_files=len(media_files))
@@ -202,9 +208,16 @@ class Engine:
                 self.emit("file-error", media, error=error.to_dict())
                 continue
             results.append(tracks)
+            audio += tracks.duration or 0.0
         exit_code = 0 if not failed else 1
         self.emit(
-            "job-done", None, ok=len(media_files) - failed, failed=failed, exit_code=exit_code
+            "job-done",
+            None,
+            ok=len(media_files) - failed,
+            failed=failed,
+            exit_code=exit_code,
+            audio_seconds=round(audio, 3),
+            seconds=round(time.monotonic() - self._started, 3),
         )
         return results
 
@@ -310,7 +323,10 @@ class Engine:
                 self.emit("warning", tracks.media, reference="no-output", message=message)
                 tracks = replace(tracks, warnings=(message,))
             self._finish_journal(tracks.media)
-            self.emit("file-done", tracks.media, outputs=[], cues={}, source_lang=None)
+            self.emit(
+                "file-done", tracks.media, outputs=[], cues={}, source_lang=None,
+                duration=tracks.duration, resumed=self._resumed.get(tracks.media, 0),
+            )  # fmt: skip
             return tracks
         self.emit("stage", tracks.media, stage="write")
         rendered = [(o.path, o.format.write(tracks, o.langs, options.style)) for o in outputs]
@@ -326,6 +342,8 @@ class Engine:
             ],
             cues={lang: len(track.cues) for lang, track in tracks.tracks.items()},
             source_lang=tracks.source_lang,
+            duration=tracks.duration,
+            resumed=self._resumed.get(tracks.media, 0),
         )
         return done
 
@@ -383,6 +401,7 @@ class Engine:
             if entry is not None and entry.matches(span):
                 results[span.index] = Transcript(span, entry.source_lang, entry.texts, entry.raw)
         resumed = len(results)
+        self._resumed[media] = resumed
         todo = [span for span in plan if span.index not in results]
         self._progress(media, len(results), len(plan), resumed)
         if todo:
@@ -437,6 +456,7 @@ class Engine:
             done=done,
             total=total,
             percent=round(100 * fraction, 1),
+            fraction=round(min(1.0, share), 4),
             resumed=resumed,
         )
 

@@ -18,8 +18,8 @@ factory and the functions that need them.
 
 from __future__ import annotations
 
-import json
 import logging
+import os
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -116,15 +116,12 @@ class ModelLocation:
 
 def _locate(spec: str | None, base: str | None = None) -> ModelLocation:
     """Find the model named or pointed to by ``spec`` with the model cache
-    (:func:`subplug.cache.resolve_model`); without it, ``spec`` must be a folder.
-    ``base`` overrides an adapter's base model (a cache name or folder)."""
-    try:
-        from subplug.cache import resolve_model
-    except ImportError:
-        location = _locate_folder(spec, base)
-    else:
-        found = resolve_model(spec, base=base)
-        location = ModelLocation(found.name, Path(found.path), found.is_adapter, found.base)
+    (:func:`subplug.cache.resolve_model`: a cache name or a folder); ``base`` overrides
+    an adapter's base model (a cache name or folder). Every file must be readable."""
+    from subplug.cache import resolve_model
+
+    found = resolve_model(spec, base=base)
+    location = ModelLocation(found.name, Path(found.path), found.is_adapter, found.base)
     if location.is_adapter and location.base is None:
         raise SubplugError(
             "adapter-base-missing",
@@ -132,28 +129,29 @@ def _locate(spec: str | None, base: str | None = None) -> ModelLocation:
             "Import the base model with `subplug models import PATH`, or name its folder "
             "with the backend option base=PATH.",
         )
+    for folder in (location.path, location.base):
+        if folder is not None:
+            _check_readable(folder)
     return location
 
 
-def _locate_folder(spec: str | None, base: str | None) -> ModelLocation:
-    path = Path(spec).expanduser() if spec else None
-    if path is None or not path.is_dir():
-        raise SubplugError(
-            "model-not-found",
-            f"No model folder at {spec!r}." if spec else "No model given.",
-            "Download it with `subplug models pull`, or copy it from another machine "
-            "with `subplug models import PATH`.",
-        )
-    adapter_config = path / "adapter_config.json"
-    if not adapter_config.is_file():
-        return ModelLocation(None, path.resolve(), False, None)
-    named = base or json.loads(adapter_config.read_text(encoding="utf-8")).get(
-        "base_model_name_or_path"
-    )
-    folder = Path(named).expanduser() if named else None
-    return ModelLocation(
-        None, path.resolve(), True, folder.resolve() if folder and folder.is_dir() else None
-    )
+def _check_readable(folder: Path) -> None:
+    """``model-unreadable`` when a file of the model cannot be read by this user (a
+    folder made by another user with private files): said plainly, before loading."""
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith("."):
+            continue
+        if not path.is_file() or not os.access(path, os.R_OK):
+            if path.is_dir():
+                continue
+            raise SubplugError(
+                "model-unreadable",
+                f"Cannot read {path}: {'not a file' if path.exists() else 'it is gone'}"
+                if not path.is_file()
+                else f"Cannot read {path}: permission denied.",
+                f"Make the model's files readable (chmod a+r {folder}/*), or ask the user "
+                "who made them to.",
+            )
 
 
 #: Characters an answer cannot keep: the replacement character (a byte-fallback

@@ -13,27 +13,22 @@ from types import FrameType
 from typing import Any
 
 from subplug.commands.arguments import (
+    add_batch_size_argument,
     add_bottom_argument,
     add_engine_arguments,
+    add_max_chars_argument,
     add_precision_arguments,
     generate_options,
     prepare_out_dir,
 )
 from subplug.errors import Cancelled, SubplugError
-from subplug.languages import DEFAULT_MAX_CHARS
 
 
 def setup(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("media", nargs="+", type=Path, metavar="MEDIA", help="audio or video files")
     add_engine_arguments(parser, detects="per chunk", formats=True, model_default="gemma3n-en-mn")
     add_precision_arguments(parser)
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=None,
-        metavar="N",
-        help="chunks per model call (default: from free memory)",
-    )
+    add_batch_size_argument(parser)
     parser.add_argument(
         "--no-merge",
         action="store_true",
@@ -59,13 +54,7 @@ def setup(parser: argparse.ArgumentParser) -> None:
         help="audio stream to use, counting audio streams from 0",
     )
     add_bottom_argument(parser, where=" in the .ass")
-    parser.add_argument(
-        "--max-chars",
-        type=int,
-        default=DEFAULT_MAX_CHARS,
-        metavar="N",
-        help=f"characters per subtitle line (default: {DEFAULT_MAX_CHARS})",
-    )
+    add_max_chars_argument(parser)
     parser.add_argument(
         "--max-chunk",
         type=float,
@@ -92,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     plugins.register(sink, name="cli-events")
     try:
         options = generate_options(args, out_dir=prepare_out_dir(args.out))
-        with _sigterm_interrupts(), Engine() as engine:
+        with sigterm_interrupts(), Engine() as engine:
             results = engine.run(args.media, options)
     except KeyboardInterrupt:
         # Outside the model stage (which raises Cancelled itself): decoding, writing…
@@ -113,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
+def sigterm_interrupts() -> Iterator[None]:
     """SIGTERM (a host program cancelling the job) stops like Ctrl-C: journal kept,
     no partial output, exit code 130."""
 
