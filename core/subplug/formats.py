@@ -1,9 +1,10 @@
-"""Subtitle writers (ASS, SRT, WebVTT over pysubs2) and safe, atomic file output.
+"""Subtitle writers: ASS, SRT and WebVTT text over pysubs2.
 
 * :func:`render_ass` puts every language in one file with a named style per language
   (``EN``, ``MN``): :attr:`StyleOptions.bottom` at the bottom (Alignment 2) in the main
-  font size, the other in the smaller second size, raised just above the bottom
-  language's tallest cue (``second_position="above"``) or at the top of the frame
+  font size, the other in the smaller second size, laid out per cue just above the
+  bottom-language lines shown at the same time — one line or two, or at the bottom
+  margin when there are none (``second_position="above"``) — or at the top of the frame
   (``"top"``, Alignment 8). DejaVu Sans (has Cyrillic), white and pale-yellow text,
   black outline and a soft shadow, sizes in the script's PlayRes pixels.
 * :func:`render_srt` / :func:`render_vtt` write one language per file; :func:`srt_text`
@@ -89,6 +90,7 @@ def render_ass(tracks: Tracks, langs: Sequence[str], style: StyleOptions) -> str
     )
     subs.styles.clear()
     bottom_lines = max((len(c.lines) for c in _cues(tracks, bottom)), default=1) or 1
+    # The style's margin fits the bottom language's tallest cue; each event sets its own.
     raised = round(
         margin_v + bottom_lines * style.font_size * _LINE_HEIGHT + 0.4 * style.second_font_size
     )
@@ -112,8 +114,27 @@ def render_ass(tracks: Tracks, langs: Sequence[str], style: StyleOptions) -> str
             encoding=1,
         )
     events = []
+    bottom_cues = _cues(tracks, bottom)
     for lang in langs:
-        events.extend(_events(_cues(tracks, lang), style_name(lang)))
+        made = _events(_cues(tracks, lang), style_name(lang))
+        if lang != bottom and style.second_position == "above":
+            # Laid out per cue: just above the bottom language's lines shown at the same
+            # time (one line or two), or at the bottom margin when none is shown.
+            for event, cue in zip(made, _cues(tracks, lang), strict=True):
+                under = max(
+                    (len(c.lines) for c in bottom_cues if c.start < cue.end and cue.start < c.end),
+                    default=0,
+                )
+                event.marginv = (
+                    margin_v
+                    if not under
+                    else round(
+                        margin_v
+                        + under * style.font_size * _LINE_HEIGHT
+                        + 0.4 * style.second_font_size
+                    )
+                )
+        events.extend(made)
     # Same start: the bottom language first, so players that stack collisions agree.
     order = {style_name(lang): index for index, lang in enumerate([bottom, *langs])}
     events.sort(key=lambda e: (e.start, order[e.style], e.end))

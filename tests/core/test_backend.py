@@ -397,3 +397,16 @@ def test_model_files_are_readable_by_others_and_unreadable_ones_are_said_plainly
         create_backend.check(BackendOptions(model=str(broken)))
     assert error.value.reference == "model-unreadable"
     assert "model.safetensors" in error.value.message and error.value.hint
+
+
+def test_audio_features_are_read_under_either_transformers_name() -> None:
+    """transformers 5.24's processor returns ``input_features``; its main branch renames
+    them ``audio_features``: both are read."""
+    import numpy as np
+    from subplug.backends.gemma3n_model import audio_features
+
+    features, mask = np.ones((1, 5, 128)), np.ones((1, 5), bool)
+    assert audio_features({"input_features": features, "input_features_mask": mask})[0] is features
+    assert audio_features({"audio_features": features, "audio_features_mask": mask})[1] is mask
+    with pytest.raises(KeyError, match="no audio features"):
+        audio_features({"input_ids": features})

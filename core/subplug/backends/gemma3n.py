@@ -31,6 +31,7 @@ from subplug import memory
 from subplug.backends.gemma3n_model import (  # noqa: F401  (public here too)
     AUDIO_PAD_FRAMES,
     _load_config,
+    audio_features,
     audio_only_model_class,
     checkpoint_vision_params,
     count_params,
@@ -464,8 +465,8 @@ class Gemma3nBackend:
         )
         return _Prepared(
             input_ids=encoded["input_ids"][0],
-            features=encoded["input_features"][0],
-            feature_mask=encoded["input_features_mask"][0].astype(bool),
+            features=audio_features(encoded)[0][0],
+            feature_mask=audio_features(encoded)[1][0].astype(bool),
         )
 
     def prompt_ids(self, instruction: str) -> list[int]:
@@ -497,8 +498,9 @@ class Gemma3nBackend:
             return cached
         samples = np.asarray(request.chunk.samples, dtype=np.float32)
         encoded = self.processor.feature_extractor([samples], return_tensors="np")
-        features = encoded["input_features"][0]
-        mask = encoded["input_features_mask"][0].astype(bool)
+        found, found_mask = audio_features(encoded)
+        features = found[0]
+        mask = found_mask[0].astype(bool)
         pad = np.zeros((AUDIO_PAD_FRAMES, features.shape[-1]), dtype=features.dtype)
         dtype = next(self.model.parameters()).dtype
         audio = encode_audio(
@@ -617,9 +619,11 @@ def _note_unusable_adapter_tensors(model: Any, adapter_dir: Path) -> dict[str, i
     """Find adapter tensors whose target module this model does not have, and log a note.
 
     Adapters trained with transformers < 5 carry LoRA weights for ``k_proj``/``v_proj``
-    of the KV-shared layers; transformers 5 builds no such projections (those layers
-    reuse earlier layers' keys and values, so the weights were unused anyway). They are
-    skipped with a note, never an error. Returns counts by reason.
+    of the KV-shared layers; transformers 5 builds no such projections. (Trained they
+    were — transformers 4.5x let those layers compute their own keys and values without
+    a cache, as in training — but at inference both versions reuse earlier layers' keys
+    and values, so they do not change the output.) They are skipped with a note, never
+    an error. Returns counts by reason.
     """
     from safetensors import safe_open
 
@@ -652,8 +656,9 @@ def _note_unusable_adapter_tensors(model: Any, adapter_dir: Path) -> dict[str, i
         layers = sorted(shared_layers)
         log.info(
             "Note: the adapter has %d LoRA tensors for k_proj/v_proj of the KV-shared layers "
-            "%d-%d (it was trained with an older transformers). transformers 5 shares those "
-            "layers' keys and values, so these weights were unused and are skipped.",
+            "%d-%d (it was trained with an older transformers). At inference those layers "
+            "reuse earlier layers' keys and values, so these weights change nothing and are "
+            "skipped.",
             counts["kv-shared"],
             layers[0],
             layers[-1],

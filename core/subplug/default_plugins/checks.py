@@ -213,9 +213,13 @@ def check_speed() -> CheckResult:
     device = runtime.resolve_device("auto")
     if runtime.device_kind(device) != "cpu":
         dtype = runtime.choose_dtype("auto", device)
+        why = (
+            "" if dtype == "bfloat16"
+            else " (this GPU has no bfloat16, and float16 overflows in Gemma 3 models)"
+        )  # fmt: skip
         return CheckResult(
             OK,
-            f"{device}: float weights ({dtype}), no quantisation (GPUs run float kernels fast)",
+            f"{device}: float weights in {dtype}{why}, no quantisation",
             details={"device": device, "dtype": dtype, "quantize": "none"},
         )
     runtime.configure_threads("cpu", None)
