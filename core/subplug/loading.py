@@ -30,11 +30,12 @@ def check(
     name: str,
     options: BackendOptions,
     *,
-    source: str = "auto",
+    source: str | None = "auto",
     targets: Sequence[str] = LANGUAGES,
 ) -> dict[str, Any]:
     """Check backend ``name`` and the translator ``options`` names (nothing loaded) and
-    that they can serve ``source`` → ``targets``; raise ``SubplugError`` otherwise.
+    that they can serve ``source`` → ``targets`` (``source=None``: no job to check, as
+    for an evaluation that asks per sample); raise ``SubplugError`` otherwise.
 
     The backend's capabilities are what its check returns, else the factory's own
     ``capabilities`` attribute, else :data:`subplug.calls.DEFAULT_CAPABILITIES`.
@@ -67,6 +68,8 @@ def check(
     if not isinstance(caps, Capabilities):  # the factory's own, or what Gemma 3n does
         caps = calls.capabilities_of(plugins.backend_factory(name))
         facts["capabilities"] = caps
+    if source is None:
+        return facts
     calls.check_request(
         caps,
         translator_facts.get("directions", ()),

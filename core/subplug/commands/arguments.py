@@ -76,6 +76,18 @@ def add_engine_arguments(
         metavar="NAME",
         help=f"model backend; auto: the one that runs the model (default: {backend_default})",
     )
+    add_translator_arguments(parser)
+    parser.add_argument(
+        "--device",
+        default="auto",
+        metavar="DEVICE",
+        help="auto, cuda, cuda:N, mps or cpu (default: auto)",
+    )
+
+
+def add_translator_arguments(parser: argparse._ActionsContainer) -> None:
+    """Add ``--translator`` and ``--trust-remote-code``: what runs beside or inside the
+    model (``add_engine_arguments`` adds them; ``subplug eval`` too)."""
     parser.add_argument(
         "--translator",
         default=None,
@@ -88,12 +100,6 @@ def add_engine_arguments(
         action="store_true",
         help="run the Python code a model comes with (remote-code backend; only for "
         "models you trust)",
-    )
-    parser.add_argument(
-        "--device",
-        default="auto",
-        metavar="DEVICE",
-        help="auto, cuda, cuda:N, mps or cpu (default: auto)",
     )
 
 
