@@ -110,3 +110,28 @@ def choose_translator(spec: str) -> tuple[str, str | None]:
             "or a model one of them runs, e.g. nllb-200-distilled-600m.",
         )
     return found, spec
+
+
+def runner(spec: str) -> str:
+    """What runs the model ``spec`` names, for listings: a backend's name, ``translator
+    NAME`` for a text translation model, or ``?`` when no installed plugin runs it (or
+    it cannot be read). Registry names answer without reading anything."""
+    from subplug import cache
+
+    translators = plugins.translators()
+    known = cache.KNOWN_MODELS.get(spec)
+    if known is not None:
+        return f"translator {known.backend}" if known.backend in translators else known.backend
+    try:
+        config = model_config(spec)
+    except SubplugError:
+        return "?"
+    if config is None:
+        return "?"
+    found = _runner(config, translators)
+    if found is not None:
+        return f"translator {found}"
+    try:
+        return choose_backend("auto", spec)
+    except SubplugError:
+        return "?"

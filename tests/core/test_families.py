@@ -268,3 +268,27 @@ def test_a_registry_model_not_pulled_yet_names_the_pull(
     assert main(["generate", "--model", "whisper-small", str(tmp_path / "x.mp4")]) == 2
     err = capsys.readouterr().err
     assert "[model-not-found]" in err and "subplug models pull whisper-small" in err
+
+
+def test_models_list_and_doctor_say_what_runs_each_model(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from subplug.default_plugins.checks import check_models
+
+    assert main(["models", "list", "--json"]) == 0
+    listed = {e["name"]: e["runs_with"] for e in json.loads(capsys.readouterr().out)}
+    assert listed == {
+        "whisper-small": "whisper",
+        "whisper-tiny-en": "whisper",  # not a registry name: from its config
+        "mms-1b-all": "ctc",
+        "nllb-200-distilled-600m": "translator nllb",
+        "qwen-en-mn": "qwen3-asr",
+        "seamless-m4t-v2-large": "seamless",
+        "tiny-remote": "remote-code",
+    }
+    assert main(["models", "list"]) == 0
+    table = capsys.readouterr().out
+    assert "Runs with" in table and "translator nllb" in table
+    result = check_models()
+    assert result.details["runs_with"] == listed
+    assert "mms-1b-all (ctc)" in result.summary
