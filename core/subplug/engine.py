@@ -94,17 +94,24 @@ def validate(options: GenerateOptions) -> GenerateOptions:
             f"--audio-stream must be 0 or more, not {options.audio_stream}.",
             "Audio streams are counted from 0; leave it out to use the default stream.",
         )
-    from subplug import runtime
+    from subplug import choice, runtime
 
     runtime.validate_options(options.backend_options)
-    plugins.backend_factory(options.backend)  # unknown-backend, before any media
-    return replace(options, targets=targets, formats=fmts)
+    backend = choice.choose_backend(options.backend, options.backend_options.model)
+    plugins.backend_factory(backend)  # unknown-backend, before any media
+    return replace(options, targets=targets, formats=fmts, backend=backend)
 
 
 def check_model(options: GenerateOptions) -> dict[str, Any]:
-    """The backend's fail-fast check of the model (present and intact; nothing loaded),
-    run before any media is decoded: its facts (``contents`` keys the journal)."""
-    return plugins.check_backend(options.backend, options.backend_options)
+    """The backend's fail-fast check of the model (present and intact; nothing loaded)
+    and of its translator, and whether they can give the targets for the source
+    (:func:`subplug.loading.check`), before any media is decoded: their facts
+    (``contents`` keys the journal)."""
+    from subplug import loading
+
+    return loading.check(
+        options.backend, options.backend_options, source=options.source, targets=options.targets
+    )
 
 
 def write_records() -> Path:
@@ -164,7 +171,9 @@ class Engine:
             return self._backend
         self.close()
         self.emit("stage", None, stage="model-load", backend=options.backend)
-        self._backend = plugins.load_backend(options.backend, options.backend_options)
+        from subplug import loading
+
+        self._backend = loading.load(options.backend, options.backend_options)
         self._backend_key = key
         return self._backend
 
@@ -227,6 +236,9 @@ class Engine:
         key = _model_key(options)
         if key not in self._model_facts:
             self._model_facts[key] = check_model(options)
+        caps = self._model_facts[key].get("capabilities")
+        if caps is not None and caps.max_seconds < options.max_chunk:
+            options = replace(options, max_chunk=caps.max_seconds)  # the model hears less
         return options
 
     def generate(self, media: Path, options: GenerateOptions) -> Tracks:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
         HostAdapter,
         JobEvent,
         SubtitleFormat,
+        TranslatorFactory,
     )
 
 hookspec = pluggy.HookspecMarker("subplug")
@@ -47,9 +48,37 @@ def subplug_register_backends(register: Callable[[str, BackendFactory], None]) -
     :class:`~subplug.errors.SubplugError` for a bad option, a missing or damaged model
     or an unusable device (it must be cheap: no model loading, no GPU memory); it may
     return a dict of facts, ``contents`` (the model's fingerprint) keying the resume
-    journal. The core
-    registers ``gemma3n`` (the default). Registering a name twice is an error naming
-    both plugins. Returns nothing.
+    journal and ``capabilities`` (a :class:`~subplug.types.Capabilities`: the languages
+    the model transcribes and translates, from which the calls are planned and a job it
+    cannot serve is refused before any media is decoded; a factory may carry them as its
+    own ``capabilities`` attribute instead, and a backend states them as its
+    ``capabilities``; without them it counts as Gemma 3n's). A factory's optional
+    ``model_types`` (``config.json`` model types) lets ``--backend auto`` pick it for
+    a model. The core registers ``gemma3n`` (the default), ``whisper``, ``ctc``,
+    ``qwen3-asr``, ``seamless`` and ``remote-code``. Registering a name twice is an
+    error naming both plugins. Returns nothing.
+    """
+
+
+@hookspec
+def subplug_register_translators(register: Callable[[str, TranslatorFactory], None]) -> None:
+    """Register text translators by name: what gives a transcription-only backend
+    (or one that translates only one way) its other language.
+
+    Called when a job names a translator (``--translator``) and when ``--translator``
+    or ``--backend auto`` look for the plugin that runs a model. Call
+    ``register(name, factory)`` for each translator; ``factory(options)`` receives a
+    :class:`~subplug.types.BackendOptions` whose ``model`` is the translator's model
+    (``None``: its default) and returns a loaded :class:`~subplug.types.Translator`
+    (``translate(texts, source, target) -> list[str]``, ``directions``, ``close()``,
+    ``describe()``). Like a backend factory it may have ``check(options)`` (cheap,
+    before any media is decoded: raises :class:`~subplug.errors.SubplugError` for a
+    missing model; may return ``contents``, the model's fingerprint, and
+    ``directions``, the (source, target) pairs it translates) and ``model_types`` (the
+    ``config.json`` model types it runs). The chunk→texts exchange calls
+    ``translate`` once per direction with the transcriptions of a batch of chunks.
+    The core registers ``nllb``. Registering a name twice is an error. Returns
+    nothing.
     """
 
 

@@ -2,8 +2,9 @@
 
 Plugins come from two places, registered the same way (``pm.register(module)``):
 
-* the core's defaults, :data:`DEFAULT_PLUGINS` (the Gemma 3n backend, the subtitle
-  formats, the core doctor checks), always loaded unless disabled;
+* the core's defaults, :data:`DEFAULT_PLUGINS` (the speech backends, the NLLB text
+  translator, the subtitle formats, the core doctor checks), always loaded unless
+  disabled;
 * the ``subplug`` entry-point group (our Kdenlive, VLC, OBS and training packages, and
   third-party plugins).
 
@@ -14,7 +15,8 @@ Environment:
     entry points load; the defaults still load.
 ``SUBPLUG_DISABLED_PLUGINS``
     Comma-separated names of plugins not to load: entry-point names or the last part of
-    a default plugin's module name (``gemma3n``, ``formats``, ``checks``).
+    a default plugin's module name (``gemma3n``, ``whisper``, ``nllb``, ``formats``,
+    ``checks``…).
 ``SUBPLUG_PLUGINS``
     Comma-separated importable modules (``package.module``) to register as plugins
     without installing them: for plugin development and for tests that run ``subplug``
@@ -45,12 +47,19 @@ if TYPE_CHECKING:
         HostAdapter,
         JobEvent,
         SubtitleFormat,
+        TranslatorFactory,
     )
 
 ENTRY_POINT_GROUP = "subplug"
 
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "subplug.backends.gemma3n",
+    "subplug.backends.whisper",
+    "subplug.backends.ctc",
+    "subplug.backends.qwen3_asr",
+    "subplug.backends.seamless",
+    "subplug.backends.remote_code",
+    "subplug.backends.nllb",
     "subplug.default_plugins.formats",
     "subplug.default_plugins.checks",
 )
@@ -217,6 +226,35 @@ def load_backend(name: str, options: BackendOptions) -> Backend:
     """Load backend ``name`` with ``options`` (the one way the engine and the live
     engine do it)."""
     return backend_factory(name)(options)
+
+
+def translators() -> dict[str, TranslatorFactory]:
+    """Text translator factories by name, from ``subplug_register_translators``."""
+    found: dict[str, TranslatorFactory] = {}
+
+    def register(name: str, factory: TranslatorFactory) -> None:
+        if name in found:
+            raise SubplugError(
+                "duplicate-translator",
+                f"Two plugins register a translator named {name!r}.",
+                "Disable one with SUBPLUG_DISABLED_PLUGINS.",
+            )
+        found[name] = factory
+
+    get_plugin_manager().hook.subplug_register_translators(register=register)
+    return found
+
+
+def translator_factory(name: str) -> TranslatorFactory:
+    """The registered factory of translator ``name``; ``unknown-translator`` when none is."""
+    factories = translators()
+    if name not in factories:
+        raise SubplugError(
+            "unknown-translator",
+            f"No text translator named {name!r} is installed.",
+            f"Installed translators: {names(factories) or 'none'}.",
+        )
+    return factories[name]
 
 
 def formats() -> dict[str, SubtitleFormat]:

@@ -122,6 +122,31 @@ class BackendRequest:
     max_new_tokens: int
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a speech backend's model can do; the chunk→texts exchange plans its calls
+    from it (:mod:`subplug.calls`). A backend states them as its ``capabilities``
+    attribute (and its factory's ``check`` returns them under ``capabilities``); a
+    backend that states none gets these defaults: what Gemma 3n with the EN/MN adapter
+    does."""
+
+    transcribes: tuple[str, ...] = LANGUAGES
+    """Languages it writes down as spoken (``en``, ``mn``)."""
+    translates: tuple[tuple[str, str], ...] = (("en", "mn"), ("mn", "en"))
+    """Speech translation directions it has: (audio language, text language)."""
+    combined: bool = True
+    """One call gives the transcription and the translation (``Task.BOTH``)."""
+    detects_language: bool = True
+    """It transcribes with the language unknown (a request with ``source=None``);
+    otherwise the source must be given, or be the only language it transcribes."""
+    max_seconds: float = MAX_AUDIO_SECONDS
+    """The longest chunk it hears at once."""
+    plain_text: bool = False
+    """Each answer is plain text in the language asked for (a transcription or
+    translation model). ``False``: answers may carry labels, sections or the other
+    language (an instruction-following model), read by the tolerant parser."""
+
+
 @runtime_checkable
 class Backend(Protocol):
     """A loaded model. Made by a factory registered with ``subplug_register_backends``."""
@@ -163,10 +188,42 @@ class BackendOptions:
     vocab: str = "auto"
     """``auto``, ``full`` or ``en-mn``: keep only the tokens English and Mongolian text
     needs (a quantised model only). ``auto``: ``en-mn`` whenever the model is quantised."""
+    translator: str | None = None
+    """A text translator for the languages the speech model cannot give itself: a model
+    (cache name or folder) or a translator's name (its default model); ``None``: none.
+    Registered with ``subplug_register_translators``."""
+    trust_remote_code: bool = False
+    """Run Python code that comes with a model (the ``remote-code`` backend); refused
+    without it."""
     extra: Mapping[str, str] = field(default_factory=dict)
 
 
 BackendFactory = Callable[[BackendOptions], Backend]
+
+
+@runtime_checkable
+class Translator(Protocol):
+    """A loaded text translation model. Made by a factory registered with
+    ``subplug_register_translators``."""
+
+    name: str
+    directions: tuple[tuple[str, str], ...]
+    """(source language, target language) pairs it translates, e.g. ``("en", "mn")``."""
+
+    def translate(self, texts: Sequence[str], source: str, target: str) -> list[str]:
+        """One translation per text, in order (an empty text stays empty)."""
+        ...
+
+    def close(self) -> None:
+        """Release memory. Safe to call twice."""
+        ...
+
+    def describe(self) -> Mapping[str, Any]:
+        """Facts for logs and reports: model, device, dtype…"""
+        ...
+
+
+TranslatorFactory = Callable[[BackendOptions], Translator]
 
 
 # -------------------------------------------------------------------- transcripts
@@ -276,7 +333,8 @@ class GenerateOptions:
     """``None``: next to the media."""
     overwrite: bool = False
     audio_stream: int | None = None
-    backend: str = "gemma3n"
+    backend: str = "auto"
+    """A backend name, or ``auto``: the one that runs the model (:mod:`subplug.choice`)."""
     backend_options: BackendOptions = field(default_factory=BackendOptions)
     cues: CueOptions = field(default_factory=CueOptions)
     style: StyleOptions = field(default_factory=StyleOptions)

@@ -9,7 +9,7 @@ import json
 import re
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -18,9 +18,10 @@ from subplug.cli import Commands, main
 from subplug.engine import Engine
 from subplug.errors import SubplugError
 from subplug.hookspecs import hookimpl
-from subplug.testing.fake import FakeBackend
+from subplug.testing.fake import EN_WORDS, MN_WORDS, FakeBackend
 from subplug.types import (
     BackendOptions,
+    Capabilities,
     CheckResult,
     CheckStatus,
     DoctorCheck,
@@ -58,6 +59,7 @@ def _signature(function: Callable[..., object]) -> str:
 def test_there_are_hooks() -> None:
     assert set(_hooks()) == {
         "subplug_register_backends",
+        "subplug_register_translators",
         "subplug_register_formats",
         "subplug_register_hosts",
         "subplug_register_commands",
@@ -174,6 +176,98 @@ def test_a_backend_check_fails_the_job_before_any_media_is_read(
     assert main(["generate", "--backend", "checked", "--model", str(tmp_path), str(media)]) == 1
     assert "media-not-found" in capsys.readouterr().err
     assert len(plugin.factory.checked) == 2
+
+
+class ScribeBackend(FakeBackend):
+    """Transcribes English and Mongolian, translates nothing, must be told the language."""
+
+    name = "scribe"
+    capabilities = Capabilities(
+        transcribes=("en", "mn"),
+        translates=(),
+        combined=False,
+        detects_language=False,
+        plain_text=True,
+    )
+
+
+#: A Mongolian word for each of the fake backend's English words.
+GLOSSARY = {word: MN_WORDS[i % len(MN_WORDS)] for i, word in enumerate(EN_WORDS)}
+
+
+class Glossary:
+    """A word-for-word English → Mongolian text translator."""
+
+    name = "glossary"
+    directions = (("en", "mn"),)
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[str], str, str]] = []
+        self.closed = False
+
+    def translate(self, texts: Sequence[str], source: str, target: str) -> list[str]:
+        self.calls.append((list(texts), source, target))
+        return [
+            " ".join(GLOSSARY.get(word.strip(".").lower(), word) for word in text.split())
+            for text in texts
+        ]
+
+    def close(self) -> None:
+        self.closed = True
+
+    def describe(self) -> dict[str, str]:
+        return {"translator": "glossary"}
+
+
+class ScribeWithGlossaryPlugin:
+    def __init__(self) -> None:
+        self.translators: list[Glossary] = []
+
+    @hookimpl
+    def subplug_register_backends(self, register):  # type: ignore[no-untyped-def]
+        register("scribe", ScribeBackend)
+
+    @hookimpl
+    def subplug_register_translators(self, register):  # type: ignore[no-untyped-def]
+        def factory(options: BackendOptions) -> Glossary:
+            self.translators.append(Glossary())
+            return self.translators[-1]
+
+        factory.check = lambda options: {"directions": Glossary.directions}  # type: ignore[attr-defined]
+        register("glossary", factory)
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
+def test_hook_subplug_register_translators(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A transcription-only backend gets its Mongolian from the registered translator;
+    without it (or for a direction it lacks) the job is refused before any media is read."""
+    from subplug.testing.media import speech_clip
+
+    plugin = ScribeWithGlossaryPlugin()
+    plugins.register(plugin, name="scribe-plugin")
+    assert "glossary" in plugins.translators() and "nllb" in plugins.translators()
+    clip = speech_clip(tmp_path / "hi.wav", ["Hello there, friend."]).path
+    command = ["generate", "--backend", "scribe", "--source", "en", "--format", "srt", str(clip)]
+
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert "[cannot-translate]" in err and "--translator" in err
+    assert main([*command[:-1], "--translator", "glossary", "--source", "mn", str(clip)]) == 2
+    assert "[cannot-translate]" in capsys.readouterr().err  # it has no mn → en
+    assert not list(tmp_path.glob("*.srt")) and plugin.translators == []
+
+    assert main([*command[:-1], "--translator", "glossary", str(clip)]) == 0, capsys.readouterr()
+    english = (tmp_path / "hi.en.srt").read_text(encoding="utf-8")
+    mongolian = (tmp_path / "hi.mn.srt").read_text(encoding="utf-8")
+    (glossary,) = plugin.translators
+    ((texts, source, target),) = glossary.calls
+    assert (source, target) == ("en", "mn") and len(texts) == 1
+    assert texts[0].split()[0] in english  # it translated the transcription…
+    words = [GLOSSARY[w.strip(".").lower()] for w in texts[0].split()]
+    assert " ".join(words[:3]) in " ".join(mongolian.split())  # …into the Mongolian file
+    assert glossary.closed
 
 
 def _render_txt(tracks: Tracks, langs: list[str], style: StyleOptions) -> str:

@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from subplug.commands.arguments import add_translator_arguments
 from subplug.errors import SubplugError
 
 from subplug_training.recipe import (
@@ -21,7 +22,10 @@ from subplug_training.recipe import (
 from subplug_training.run_folder import KEEP_CHOICES
 
 TRAIN_HELP = "train an EN/MN LoRA adapter and install it into the model cache"
-EVAL_HELP = "score models on held-out data: WER/CER and BLEU/chrF++ per instruction"
+EVAL_HELP = (
+    "score models on held-out data: WER/CER and BLEU/chrF++ per language and instruction, "
+    "real-time factor and peak memory, one table for all models"
+)
 
 
 def _console() -> Any:
@@ -228,8 +232,16 @@ def setup_eval(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="NAME|PATH",
-        help="model to score (cache name or folder); give it twice to compare two models",
+        help="model to score (cache name or folder); repeat it to compare models on the "
+        "same samples",
     )
+    parser.add_argument(
+        "--backend",
+        default="auto",
+        metavar="NAME",
+        help="backend of every model; auto: each model's own (default: auto)",
+    )
+    add_translator_arguments(parser)
     _data_args(parser)
     parser.add_argument(
         "--split",
@@ -306,6 +318,9 @@ def run_eval(args: argparse.Namespace) -> int:
         device=args.device,
         batch_size=args.batch_size,
         allow_overlap=args.allow_overlap,
+        backend=args.backend,
+        translator=args.translator,
+        trust_remote_code=args.trust_remote_code,
     )
     report = run_evaluation(options, console=_console())
     print(report.markdown)

@@ -1,9 +1,12 @@
 """``subplug eval``: score models on held-out data, per instruction, and compare them.
 
-Each sample is sent through the engine's own backend (``gemma3n``: the exact prompt,
-greedy decoding, the repetition guard) and its answer parsed with
-:func:`subplug.prompts.parse_output`, exactly as ``subplug generate`` does. Then, for
-every output language of the instruction:
+Every model runs with the backend that runs it in ``subplug generate`` (``--backend
+auto`` picks it; :mod:`subplug_training.eval_runs` says how each is asked): Gemma 3n
+gets each sample's own instruction (the exact prompt, greedy decoding, the repetition
+guard) and its answer is parsed with :func:`subplug.prompts.parse_output`; the other
+families (Whisper, CTC, Qwen3-ASR, SeamlessM4T, remote code) answer what the
+instruction asks for through the chunk→texts exchange, with ``--translator`` for the
+languages they cannot give. Then, for every output language of the instruction:
 
 * the audio's own language is a **transcription**: WER and CER (jiwer) after
   :func:`normalise` on both sides;
@@ -11,7 +14,9 @@ every output language of the instruction:
   the texts with whitespace collapsed; sacrebleu tokenises itself).
 
 Scores are given per instruction and over all instructions, for each model, in a JSON
-report (with every sample's raw answers) and a Markdown table.
+report (with every sample's raw answers and what each run cost) and in Markdown: first
+one comparison table (a row per model: WER/CER per language, BLEU/chrF++ per direction,
+real-time factor, peak memory, samples not served), then the table per instruction.
 
 A model trained by ``subplug train`` carries how it was trained (``subplug-training.json``:
 its data sources and split settings). Before scoring, the rows it was trained on are
@@ -30,15 +35,16 @@ from pathlib import Path
 from typing import Any
 
 from subplug.errors import SubplugError
-from subplug.prompts import INSTRUCTION_SPECS, INSTRUCTIONS, LANGUAGE_NAMES, normalise_whitespace
+from subplug.prompts import INSTRUCTIONS, LANGUAGE_NAMES, normalise_whitespace
 from subplug.types import Task
 
 from subplug_training.data import DataSpec, RowId, Source, load_audio, seed_shuffle
-from subplug_training.instructions import Sample
+from subplug_training.eval_runs import ModelRun, RunOptions, run_model
+from subplug_training.instructions import Sample, expectation
 from subplug_training.recipe import DataSettings, recipe_from_dict
 from subplug_training.run_folder import PROVENANCE_FILE, read_json
 
-REPORT_VERSION = 1
+REPORT_VERSION = 2
 JSON_NAME = "eval-report.json"
 MARKDOWN_NAME = "eval-report.md"
 
@@ -66,30 +72,6 @@ def normalise(text: str) -> str:
 
 
 # ------------------------------------------------------------------ instructions
-
-
-@dataclass(frozen=True)
-class Expectation:
-    """How an instruction is asked for one sample and what its answer is compared with."""
-
-    task: Task
-    source: str | None
-    """What the parser is told about the source language (``None`` for instruction 1,
-    as ``subplug generate --source auto`` asks it)."""
-    outputs: tuple[str, ...]
-    """Output languages, in answer order."""
-
-
-def expectation(number: int, audio_language: str) -> Expectation:
-    """The task, parser hint and output languages of instruction ``number`` on audio in
-    ``audio_language`` (mirrors :func:`subplug.prompts.training_target`)."""
-    spec = INSTRUCTION_SPECS[number - 1]
-    if spec.all_outputs:
-        return Expectation(Task.BOTH, audio_language, spec.output_languages)
-    if audio_language in spec.output_languages:
-        source = None if number == 1 else audio_language
-        return Expectation(Task.TRANSCRIBE, source, (audio_language,))
-    return Expectation(Task.TRANSLATE, audio_language, (spec.output_languages[0],))
 
 
 def metric_key(audio_language: str, output_language: str) -> str:
@@ -165,11 +147,60 @@ def score_model(pairs: Sequence[Pair]) -> dict[str, Any]:
 
 
 def _keys(pairs: Sequence[Pair]) -> list[str]:
+    return _keys_of({p.key for p in pairs})
+
+
+def _keys_of(keys: set[str]) -> list[str]:
     order = ["asr-en", "asr-mn", "en-mn", "mn-en"]
-    return sorted({p.key for p in pairs}, key=order.index)
+    return sorted(keys, key=order.index)
 
 
 # ------------------------------------------------------------------------ reports
+
+
+def markdown_report(report: Mapping[str, Any]) -> str:
+    """The report in Markdown: the comparison table, then the table per instruction."""
+    return comparison_table(report) + "\n" + markdown_table(report)
+
+
+def comparison_table(report: Mapping[str, Any]) -> str:
+    """One row per model over all its samples: WER and CER per language, BLEU and
+    chrF++ per direction (only the metrics some model has), the real-time factor (model
+    seconds per second of audio; loading apart), peak memory (resident; GPU when it ran
+    on one) and how many samples it could not serve."""
+    models = list(report["models"])
+    keys = _keys_of({key for model in models for key in report["results"][model]["overall"]})
+    columns = [
+        (key, metric)
+        for key in keys
+        for metric in (("wer", "cer") if key.startswith("asr-") else ("bleu", "chrf++"))
+    ]
+    gpu = any(report["runs"][model]["peak_gpu_gib"] is not None for model in models)
+    header = ["model", "backend", *(f"{_metric_name(m)} {_describe(k)}" for k, m in columns)]
+    header += ["RTF", "peak memory (GiB)", *(["peak GPU (GiB)"] if gpu else []), "not served"]
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "| " + " | ".join(["---", "---"] + ["---:"] * (len(header) - 2)) + " |",
+    ]
+    for model in models:
+        overall = report["results"][model]["overall"]
+        run = report["runs"][model]
+        translator = run.get("translator")
+        cells = [model, run["backend"] + (f" + {translator}" if translator else "")]
+        cells += [_cell(overall.get(key, {}).get(metric)) for key, metric in columns]
+        cells += [_cell(run["rtf"], 3), _cell(run["peak_memory_gib"])]
+        cells += [_cell(run["peak_gpu_gib"])] if gpu else []
+        cells.append(str(run["not_served"]))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _metric_name(metric: str) -> str:
+    return "chrF++" if metric == "chrf++" else metric.upper()
 
 
 def markdown_table(report: Mapping[str, Any]) -> str:
@@ -181,29 +212,23 @@ def markdown_table(report: Mapping[str, Any]) -> str:
         "| " + " | ".join(header) + " |",
         "| " + " | ".join(["---", "---", "---:"] + ["---:"] * len(models)) + " |",
     ]
-    first = report["results"][models[0]]
-    sections = [(number, first["per_instruction"][number]) for number in first["per_instruction"]]
-    sections.append(("all", first["overall"]))
-    for number, metrics in sections:
+    results = [report["results"][model] for model in models]
+    numbers = sorted({n for r in results for n in r["per_instruction"]}, key=int)
+    sections = [(n, [r["per_instruction"].get(n, {}) for r in results]) for n in numbers]
+    sections.append(("all", [r["overall"] for r in results]))
+    for number, tables in sections:
         label = "all" if number == "all" else f"{number}. {INSTRUCTIONS[int(number) - 1]}"
-        for key, values in metrics.items():
+        for key in _keys_of({k for table in tables for k in table}):
+            # Samples scored: one count, or one per model where they differ (a model
+            # that could not serve some).
+            counts = [str(t.get(key, {}).get("samples", 0)) for t in tables]
+            scored = counts[0] if len(set(counts)) == 1 else "/".join(counts)
             for metric in ("wer", "cer", "bleu", "chrf++"):
-                if metric not in values:
+                if not any(metric in t.get(key, {}) for t in tables):
                     continue
-                cells = []
-                for model in models:
-                    results = report["results"][model]
-                    table = (
-                        results["overall"]
-                        if number == "all"
-                        else results["per_instruction"].get(number, {})
-                    )
-                    value = table.get(key, {}).get(metric)
-                    cells.append("–" if value is None else f"{value:.2f}")
-                name = f"{metric.upper() if metric != 'chrf++' else 'chrF++'} {_describe(key)}"
-                lines.append(
-                    f"| {label} | {name} | {values['samples']} | " + " | ".join(cells) + " |"
-                )
+                cells = [_cell(t.get(key, {}).get(metric)) for t in tables]
+                name = f"{_metric_name(metric)} {_describe(key)}"
+                lines.append(f"| {label} | {name} | {scored} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -234,6 +259,21 @@ class EvalOptions:
     batch_size: int | None = None
     allow_overlap: bool = False
     """Score held-out samples that a model was trained on (refused otherwise)."""
+    backend: str = "auto"
+    """The backend of every model (``auto``: each model's own)."""
+    translator: str | None = None
+    """Text translator beside the models that cannot give a language themselves."""
+    trust_remote_code: bool = False
+
+    @property
+    def run_options(self) -> RunOptions:
+        return RunOptions(
+            device=self.device,
+            batch_size=self.batch_size,
+            backend=self.backend,
+            translator=self.translator,
+            trust_remote_code=self.trust_remote_code,
+        )
 
 
 @dataclass(frozen=True)
@@ -357,6 +397,7 @@ def run_evaluation(options: EvalOptions, console: Any = None) -> EvalReport:
     if out_dir.exists() and not out_dir.is_dir():
         raise SubplugError("out-not-a-folder", f"--out {out_dir} is a file, not a folder.")
     folders = {model: cache.resolve_model(model).path for model in options.models}
+    _check_models(options)
     samples, sources, origins = select_samples(options, console)
     overlaps = {
         model: training_overlap(folder, samples, origins) for model, folder in folders.items()
@@ -367,16 +408,18 @@ def run_evaluation(options: EvalOptions, console: Any = None) -> EvalReport:
         return load_audio(sources[sample.source].record(sample.row))
 
     results: dict[str, Any] = {}
-    answers: dict[str, list[str]] = {}
+    runs: dict[str, ModelRun] = {}
     for model in options.models:
-        raw = _generate(model, samples, audio, options, console)
-        answers[model] = raw
+        run = runs[model] = _run(model, samples, audio, options, console)
         pairs = [
             Pair(
                 sample.instruction, metric_key(sample.audio_language, lang), sample.texts[lang], hyp
             )
-            for sample, answer in zip(samples, raw, strict=True)
-            for lang, hyp in hypotheses(answer, sample.instruction, sample.audio_language).items()
+            for sample, answer, texts in zip(samples, run.answers, run.texts, strict=True)
+            if answer is not None
+            for lang, hyp in (
+                texts or hypotheses(answer, sample.instruction, sample.audio_language)
+            ).items()
             if lang in sample.texts
         ]
         results[model] = score_model(pairs)
@@ -390,20 +433,22 @@ def run_evaluation(options: EvalOptions, console: Any = None) -> EvalReport:
         else list(options.instructions),
         "samples": len(samples),
         "trained_on": {model: len(rows) for model, rows in overlaps.items()},
+        "translator": options.translator,
         "normalisation": NORMALISATION,
         "results": results,
+        "runs": {model: run.summary() for model, run in runs.items()},
         "outputs": [
             {
                 "key": sample.key,
                 "instruction": sample.instruction,
                 "audio_language": sample.audio_language,
                 "target": sample.target,
-                "answers": {model: answers[model][i] for model in options.models},
+                "answers": {model: runs[model].answers[i] for model in options.models},
             }
             for i, sample in enumerate(samples)
         ],
     }
-    markdown = markdown_table(data)
+    markdown = markdown_report(data)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = (out_dir / JSON_NAME, out_dir / MARKDOWN_NAME)
     _write(paths[0], json.dumps(data, indent=2, ensure_ascii=False) + "\n")
@@ -411,64 +456,49 @@ def run_evaluation(options: EvalOptions, console: Any = None) -> EvalReport:
     return EvalReport(data, markdown, paths)
 
 
-def _generate(
+def _check_models(options: EvalOptions) -> None:
+    """Each model's backend and the translator checked (nothing loaded) before any data
+    is read: a missing model, remote code without ``--trust-remote-code``, an unknown
+    translator is one clear error, as in ``subplug generate``."""
+    from subplug import choice, loading
+    from subplug.types import BackendOptions
+
+    for model in options.models:
+        name = choice.choose_backend(options.backend, model)
+        loading.check(
+            name,
+            BackendOptions(
+                model=model,
+                device=options.device,
+                batch_size=options.batch_size,
+                translator=None if name == "gemma3n" else options.translator,
+                trust_remote_code=options.trust_remote_code,
+            ),
+            source=None,
+        )
+
+
+def _run(
     model: str,
     samples: Sequence[Sample],
     audio: Callable[[Sample], Any],
     options: EvalOptions,
     console: Any,
-) -> list[str]:
+) -> ModelRun:
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-    from subplug import plugins, prompts
-    from subplug.types import (
-        SAMPLE_RATE,
-        AudioChunk,
-        BackendOptions,
-        BackendRequest,
-        ChunkSpan,
-        SpeechRegion,
-    )
 
-    factory = plugins.backends()["gemma3n"]
-    backend = factory(
-        BackendOptions(model=model, device=options.device, batch_size=options.batch_size)
-    )
-
-    def request(index: int, sample: Sample) -> BackendRequest:
-        samples_16k = audio(sample)
-        seconds = len(samples_16k) / SAMPLE_RATE
-        span = ChunkSpan(index, 0.0, seconds, (SpeechRegion(0.0, seconds),))
-        want = expectation(sample.instruction, sample.audio_language)
-        return BackendRequest(
-            chunk=AudioChunk(span, samples_16k),
-            instruction=INSTRUCTIONS[sample.instruction - 1],
-            task=want.task,
-            source=want.source,
-            max_new_tokens=prompts.max_new_tokens_for(seconds, want.task),
+    with Progress(
+        TextColumn(f"[bold]scoring[/] {escape(model)}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=console,
+        disable=console is None,
+    ) as progress:
+        task = progress.add_task(model, total=len(samples))
+        return run_model(
+            model, samples, audio, options.run_options, lambda n: progress.advance(task, n)
         )
-
-    answers: list[str] = []
-    step = max(1, options.batch_size or 8)
-    try:
-        with Progress(
-            TextColumn(f"[bold]scoring[/] {escape(model)}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            console=console,
-            disable=console is None,
-        ) as progress:
-            task = progress.add_task(model, total=len(samples))
-            for start in range(0, len(samples), step):
-                batch = [
-                    request(start + i, sample)
-                    for i, sample in enumerate(samples[start : start + step])
-                ]
-                answers.extend(backend.generate(batch))
-                progress.advance(task, len(batch))
-    finally:
-        backend.close()
-    return answers
 
 
 def _write(path: Path, text: str) -> None:

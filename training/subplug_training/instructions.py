@@ -24,7 +24,8 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from subplug.prompts import eligible_instructions, training_target
+from subplug.prompts import INSTRUCTION_SPECS, eligible_instructions, training_target
+from subplug.types import Task
 
 from subplug_training.data import SPLITS, RowId, ScanResult, seed_shuffle
 
@@ -100,3 +101,30 @@ def plan_samples(results: Sequence[ScanResult], mode: str | Sequence[int], seed:
     train = by_split["train"]
     order = seed_shuffle(len(train), seed)
     return SamplePlan(tuple(train[i] for i in order), tuple(by_split["test"]))
+
+
+# ------------------------------------------------------------------ asking
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """How an instruction is asked for one sample and what its answer is compared with."""
+
+    task: Task
+    source: str | None
+    """What the parser is told about the source language (``None`` for instruction 1,
+    as ``subplug generate --source auto`` asks it)."""
+    outputs: tuple[str, ...]
+    """Output languages, in answer order."""
+
+
+def expectation(number: int, audio_language: str) -> Expectation:
+    """The task, parser hint and output languages of instruction ``number`` on audio in
+    ``audio_language`` (mirrors :func:`subplug.prompts.training_target`)."""
+    spec = INSTRUCTION_SPECS[number - 1]
+    if spec.all_outputs:
+        return Expectation(Task.BOTH, audio_language, spec.output_languages)
+    if audio_language in spec.output_languages:
+        source = None if number == 1 else audio_language
+        return Expectation(Task.TRANSCRIBE, source, (audio_language,))
+    return Expectation(Task.TRANSLATE, audio_language, (spec.output_languages[0],))

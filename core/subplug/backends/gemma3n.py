@@ -70,6 +70,9 @@ class _Factory:
     is the engine's fail-fast test before any media is decoded. The model is located
     once per run: what ``check`` found is what the load that follows uses."""
 
+    #: The ``config.json`` model types it runs (what ``--backend auto`` matches).
+    model_types = ("gemma3n",)
+
     def __init__(self) -> None:
         self._located: dict[tuple[str | None, str | None], ModelLocation] = {}
 

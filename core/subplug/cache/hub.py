@@ -9,7 +9,8 @@ fetched into the cache is :mod:`subplug.cache.pull`.
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterator, Mapping
+import fnmatch
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,10 +37,21 @@ class KnownModel:
     """Pinned commit. ``None``: the pull takes the current ``main`` and records the commit
     it got in the manifest; a later forced pull of that entry reuses that commit."""
     description: str
+    backend: str = "gemma3n"
+    """The backend (or text translator) that runs it: what ``--backend auto`` picks."""
+    files: tuple[str, ...] = ()
+    """Shell patterns of the repository files to fetch (``()``: all of them). A
+    ``.bin`` weight file is left out when its ``.safetensors`` twin is fetched."""
 
+
+#: The files a transformers model needs, without other frameworks' weights.
+_TRANSFORMERS_FILES = ("*.json", "*.txt", "*.model", "*.jinja", "*.safetensors", "*.bin")
 
 #: Models ``subplug models pull NAME`` knows. The default adapter's base is its own entry,
-#: so other adapters on the same base share it.
+#: so other adapters on the same base share it. Only the Gemma 3n entries were made for
+#: subplug; the others are the public models docs/models.md compares it with. None pins a
+#: commit (none could be checked from the machines this was built on): a pull records the
+#: commit it got.
 KNOWN_MODELS: Mapping[str, KnownModel] = {
     "gemma-3n-e2b-it": KnownModel(
         name="gemma-3n-e2b-it",
@@ -57,7 +69,108 @@ KNOWN_MODELS: Mapping[str, KnownModel] = {
         revision=None,
         description="English/Mongolian speech LoRA adapter for Gemma 3n E2B",
     ),
+    "whisper-small": KnownModel(
+        name="whisper-small",
+        repo_id="openai/whisper-small",
+        kind="full",
+        base=None,
+        revision=None,
+        description="Whisper small (transcribes English and Mongolian, translates into English)",
+        backend="whisper",
+        files=_TRANSFORMERS_FILES,
+    ),
+    "mms-1b-all": KnownModel(
+        name="mms-1b-all",
+        repo_id="facebook/mms-1b-all",
+        kind="full",
+        base=None,
+        revision=None,
+        description="MMS 1B wav2vec2 CTC with per-language adapters (English, Mongolian kept)",
+        backend="ctc",
+        # The repository holds an adapter for each of its 1,162 languages; ours only.
+        files=(
+            "*.json",
+            "model.safetensors",
+            "pytorch_model.bin",
+            *(
+                f"adapter.{code}.{ext}"
+                for code in ("eng", "mon", "khk")
+                for ext in ("safetensors", "bin")
+            ),
+        ),
+    ),
+    "nllb-200-distilled-600m": KnownModel(
+        name="nllb-200-distilled-600m",
+        repo_id="facebook/nllb-200-distilled-600M",
+        kind="full",
+        base=None,
+        revision=None,
+        description="NLLB-200 600M text translator (eng_Latn <-> khk_Cyrl), for --translator",
+        backend="nllb",
+        files=_TRANSFORMERS_FILES,
+    ),
+    "qwen3-asr-1.7b": KnownModel(
+        name="qwen3-asr-1.7b",
+        # The transformers-format copy (transformers 5.24's qwen3_asr names the -hf repos).
+        repo_id="Qwen/Qwen3-ASR-1.7B-hf",
+        kind="full",
+        base=None,
+        revision=None,
+        description="Qwen3-ASR 1.7B (transcribes English; fine-tunes translate)",
+        backend="qwen3-asr",
+        files=_TRANSFORMERS_FILES,
+    ),
+    "seamless-m4t-v2-large": KnownModel(
+        name="seamless-m4t-v2-large",
+        repo_id="facebook/seamless-m4t-v2-large",
+        kind="full",
+        base=None,
+        revision=None,
+        description="SeamlessM4T v2 large (speech translation English <-> Halh Mongolian)",
+        backend="seamless",
+        files=_TRANSFORMERS_FILES,
+    ),
+    "gemma-3-4b-speech": KnownModel(
+        name="gemma-3-4b-speech",
+        repo_id="junnei/gemma-3-4b-it-speech",
+        kind="full",
+        base=None,
+        revision=None,
+        description="Gemma 3 4B with a speech LoRA (own model code: --trust-remote-code)",
+        backend="remote-code",
+        files=(*_TRANSFORMERS_FILES, "*.py"),
+    ),
+    "tiny-audio": KnownModel(
+        name="tiny-audio",
+        repo_id="mazesmazes/tiny-audio",
+        kind="full",
+        base=None,
+        revision=None,
+        description="Tiny Audio: HuBERT + projector + SmolLM3, English (own code: "
+        "--trust-remote-code)",
+        backend="remote-code",
+        files=(*_TRANSFORMERS_FILES, "*.py"),
+    ),
 }
+
+
+def select_files(files: Sequence[RemoteFile], patterns: Sequence[str]) -> tuple[RemoteFile, ...]:
+    """The files of a snapshot a known model fetches: those matching ``patterns`` (all
+    when there are none), less any ``.bin`` weights whose ``.safetensors`` twin is kept
+    (``pytorch_model*.bin`` → ``model*.safetensors``, ``NAME.bin`` → ``NAME.safetensors``)."""
+    if not patterns:
+        return tuple(files)
+    kept = [f for f in files if any(fnmatch.fnmatchcase(f.path, p) for p in patterns)]
+    paths = {f.path for f in kept}
+
+    def twin(path: str) -> str:
+        folder, _, name = path.rpartition("/")
+        stem = name[: -len(".bin")]
+        if stem.startswith("pytorch_model"):
+            stem = "model" + stem[len("pytorch_model") :]
+        return f"{folder}/{stem}.safetensors" if folder else f"{stem}.safetensors"
+
+    return tuple(f for f in kept if not (f.path.endswith(".bin") and twin(f.path) in paths))
 
 
 def known_models() -> Mapping[str, KnownModel]:

@@ -13,6 +13,7 @@ import shutil
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from subplug.cache.hub import (
     RemoteFile,
     RemoteSnapshot,
     first_line,
+    select_files,
 )
 from subplug.cache.locks import name_locks
 from subplug.cache.manifest import FileRecord, Manifest, is_complete, now, read_manifest
@@ -104,6 +106,9 @@ def _pull_one(
         try:
             if snapshot is None:
                 snapshot = dl.resolve(known.repo_id, wanted)
+                snapshot = replace(snapshot, files=select_files(snapshot.files, known.files))
+                if not snapshot.files:
+                    raise DownloadError(f"{known.repo_id} holds none of the files {name} needs")
                 if marker.get("commit") not in (None, snapshot.commit):
                     empty_folder(partial)
                 write_marker(partial, _pull_marker(name, wanted, snapshot))

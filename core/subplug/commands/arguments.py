@@ -29,11 +29,12 @@ def add_engine_arguments(
     formats: bool = False,
     model_default: str = "the backend's",
     source_default: str = "auto",
-    backend_default: str = "gemma3n",
+    backend_default: str = "auto",
 ) -> None:
     """Add the options of a command that runs the engine, in this order: ``--source``,
     ``--targets`` (when ``targets``), ``--format`` (when ``formats``; dest ``formats``),
-    ``--model``, ``--backend`` and ``--device``.
+    ``--model``, ``--backend``, ``--translator``, ``--trust-remote-code`` and
+    ``--device``.
 
     ``detects`` says what auto-detection works on, for the ``--source`` help ("per
     chunk"); ``model_default`` names the model used when ``--model`` is left out, in
@@ -73,13 +74,32 @@ def add_engine_arguments(
         "--backend",
         default=backend_default,
         metavar="NAME",
-        help=f"model backend (default: {backend_default})",
+        help=f"model backend; auto: the one that runs the model (default: {backend_default})",
     )
+    add_translator_arguments(parser)
     parser.add_argument(
         "--device",
         default="auto",
         metavar="DEVICE",
         help="auto, cuda, cuda:N, mps or cpu (default: auto)",
+    )
+
+
+def add_translator_arguments(parser: argparse._ActionsContainer) -> None:
+    """Add ``--translator`` and ``--trust-remote-code``: what runs beside or inside the
+    model (``add_engine_arguments`` adds them; ``subplug eval`` too)."""
+    parser.add_argument(
+        "--translator",
+        default=None,
+        metavar="NAME|PATH",
+        help="text translator for the language the model cannot give itself, e.g. "
+        "nllb-200-distilled-600m (default: none)",
+    )
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="run the Python code a model comes with (remote-code backend; only for "
+        "models you trust)",
     )
 
 
@@ -158,6 +178,8 @@ def backend_options(args: argparse.Namespace, **extra: Any) -> Any:
         batch_size=getattr(args, "batch_size", None),
         merge_adapter=not getattr(args, "no_merge", False),
         threads=getattr(args, "threads", None),
+        translator=getattr(args, "translator", None),
+        trust_remote_code=getattr(args, "trust_remote_code", False),
         **extra,
     )
 

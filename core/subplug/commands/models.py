@@ -27,7 +27,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from subplug import cache
+from subplug import cache, choice
 from subplug.cache import CacheProgress, ModelEntry, ProgressCallback, VerifyReport
 
 _VERBS = {
@@ -201,8 +201,10 @@ def _list(args: argparse.Namespace) -> int:
         caption=f"* default model ({cache.DEFAULT_MODEL})" if starred else None,
         caption_justify="left",
     )
-    for column in ("Name", "Kind", "Base", "Size", "State", "Revision"):
-        table.add_column(column, justify="right" if column == "Size" else "left")
+    for column in ("Name", "Kind", "Base", "Runs with", "Size", "State", "Revision"):
+        table.add_column(
+            column, justify="right" if column == "Size" else "left", no_wrap=column == "Runs with"
+        )
     for e in entries:
         name = e.name + (" *" if e.name == cache.DEFAULT_MODEL else "")
         state = "[green]complete[/]" if e.complete else f"[yellow]{e.state}[/]"
@@ -211,6 +213,7 @@ def _list(args: argparse.Namespace) -> int:
             escape(name),
             str(derived.get("quantize") or e.kind or "?"),
             escape(f"from {derived['from']}" if derived.get("from") else e.base or ""),
+            escape(choice.runner(e.name)) if e.complete else "",
             human_size(e.size),
             state,
             (e.revision or "")[:12],
@@ -398,6 +401,7 @@ def _entry_json(e: ModelEntry) -> dict[str, object]:
         "repo_id": e.repo_id,
         "revision": e.revision,
         "derived": dict(e.derived) if e.derived else None,
+        "runs_with": choice.runner(e.name) if e.complete else None,
     }
 
 

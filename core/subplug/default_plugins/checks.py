@@ -164,17 +164,21 @@ def check_cache() -> CheckResult:
 
 
 def check_models() -> CheckResult:
-    from subplug import cache
+    from subplug import cache, choice
 
     entries = [e for e in cache.list_models() if e.complete]
-    names = ", ".join(e.name for e in entries)
     if not entries:
         return CheckResult(
             WARN,
             "no model in the cache yet",
             "subplug models pull (with internet) or subplug models import PATH (offline).",
         )
-    return CheckResult(OK, f"models: {names}", details={"models": [e.name for e in entries]})
+    # Each with what runs it (a backend, or a text translator), as `models list` shows.
+    runners = {e.name: choice.runner(e.name) for e in entries}
+    names = ", ".join(f"{name} ({runs})" for name, runs in runners.items())
+    return CheckResult(
+        OK, f"models: {names}", details={"models": list(runners), "runs_with": runners}
+    )
 
 
 #: Journals older than this are reported by doctor as left over (a run resumes within it).

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from subplug.errors import SubplugError
 from subplug.languages import MAX_AUDIO_SECONDS, SOURCES
@@ -26,7 +26,8 @@ class LiveOptions:
     """Interleaved channels on stdin (1 … 8); they are averaged to mono."""
     source: str = "auto"
     """Spoken language: ``en``, ``mn`` or ``auto`` (detected per utterance)."""
-    backend: str = "gemma3n"
+    backend: str = "auto"
+    """A backend name, or ``auto``: the one that runs the model (:mod:`subplug.choice`)."""
     backend_options: BackendOptions = field(default_factory=BackendOptions)
     vad_threshold: float = 0.5
     """silero-vad speech probability that starts an utterance."""
@@ -103,7 +104,8 @@ def validate(options: LiveOptions) -> LiveOptions:
         raise bad("bad-input-buffer", "--input-buffer must be between 1 and 600 s.", "")
     if options.stats_interval < 0:
         raise bad("bad-stats-interval", "--stats-interval cannot be negative.", "")
-    from subplug import runtime
+    from subplug import choice, runtime
 
     runtime.validate_options(options.backend_options)
-    return options
+    backend = choice.choose_backend(options.backend, options.backend_options.model)
+    return replace(options, backend=backend) if backend != options.backend else options

@@ -309,9 +309,11 @@ class LiveSession:
 
     def _load_backend(self) -> Backend:
         if self._backend is None:
-            from subplug import plugins
+            from subplug import loading
 
-            self._backend = plugins.load_backend(self.options.backend, self.options.backend_options)
+            options = self.options
+            loading.check(options.backend, options.backend_options, source=options.source)
+            self._backend = loading.load(options.backend, options.backend_options)
         return self._backend
 
     def _offer(self, utterance: Utterance) -> None:

@@ -84,6 +84,23 @@ def test_engine_command_carries_the_filter_settings() -> None:
         "--model": "/m",
     }
     assert "--model" not in script.engine_command(config, {**settings, "model": ""}, 48_000, 1)
+    assert "--translator" not in command
+
+
+def test_engine_command_takes_another_family_with_a_translator() -> None:
+    """The filter's model and translator reach ``subplug live`` as its own options, so a
+    Whisper or CTC model with NLLB beside it runs as from the command line."""
+    from subplug.cli import build_parser
+
+    config = {"command": ["subplug"]}
+    settings = {**script.SETTING_DEFAULTS, "model": "mms-1b-all", "source": "en"}
+    settings["translator"] = "nllb-200-distilled-600m"
+    command = script.engine_command(config, settings, 48_000, 1)
+    parser, _ = build_parser()
+    parsed = parser.parse_args(command[1:])
+    assert (parsed.model, parsed.backend, parsed.source) == ("mms-1b-all", "auto", "en")
+    assert parsed.translator == "nllb-200-distilled-600m"
+    assert "translator" in script.ENGINE_KEYS  # changing it restarts the engine
 
 
 # ------------------------------------------------------------- ABI vs. headers

@@ -341,7 +341,7 @@ def test_settings_parse_ignore_unknown_keys_and_bad_values(lua: Lua) -> None:
         "bridge.parse_settings("
         + literal(
             "# comment\nsource = mn\ntargets=en\nformats=exe\nmodel = /m/tiny model \n"
-            "device=cuda\nbottom=left\nfoo=bar\n"
+            "device=cuda\nbottom=left\nfoo=bar\ntranslator=nllb-200-distilled-600m\n"
         )
         + ")"
     )
@@ -350,6 +350,7 @@ def test_settings_parse_ignore_unknown_keys_and_bad_values(lua: Lua) -> None:
         "targets": "en",
         "formats": "ass,srt",
         "model": "/m/tiny model",
+        "translator": "nllb-200-distilled-600m",
         "device": "cuda",
         "bottom": "mn",
     }
@@ -367,6 +368,7 @@ def test_settings_save_and_load(lua: Lua, tmp_path: Path) -> None:
     assert lua.json(f"bridge.load_settings({literal(str(path))})") == {
         "source": "en",
         "model": "мой model",
+        "translator": "",
         "formats": "ass,srt",
         "targets": "en,mn",
         "bottom": "mn",
@@ -415,6 +417,27 @@ def test_generate_args_follow_the_cli(lua: Lua) -> None:
     parsed = parser.parse_args(args[3:])
     assert parsed.model == "/m/tiny" and str(parsed.out) == "/cache/subplug"
     assert [str(m) for m in parsed.media] == ["/v/a b.mp4"]
+    assert parsed.translator is None
+
+
+def test_generate_args_carry_the_translator(lua: Lua) -> None:
+    """Another family chosen in the Settings dialog (a CTC model with NLLB beside it)
+    reaches ``subplug generate`` as its own options."""
+    args = lua.json(
+        "bridge.generate_args(cfg, s, '/v/a.mp4', nil, false)",
+        prelude=(
+            "local cfg = {command = {'subplug'}, extra_args = {}}\n"
+            "local s = bridge.default_settings(); s.model = 'mms-1b-all'; s.source = 'en'\n"
+            "s.translator = 'nllb-200-distilled-600m'"
+        ),
+    )
+    from subplug.cli import build_parser
+
+    parser, _ = build_parser()
+    parsed = parser.parse_args(args[1:])
+    assert (parsed.model, parsed.backend, parsed.source) == ("mms-1b-all", "auto", "en")
+    assert parsed.translator == "nllb-200-distilled-600m"
+    assert args[-1] == "/v/a.mp4"
 
 
 def test_output_folder_and_expected_file(lua: Lua, tmp_path: Path) -> None:
@@ -515,6 +538,7 @@ def test_hints_name_the_settings_dialog(lua: Lua) -> None:
         "Run: subplug models pull In VLC: View > Generate EN/MN subtitles > Settings… (Model)."
     )
     assert lua.json("bridge.vlc_hint('no-cuda', nil)").endswith("Settings… (Run on).")
+    assert lua.json("bridge.vlc_hint('unknown-translator', nil)").endswith("(Translator).")
     assert lua.json("bridge.vlc_hint('media-unreadable', 'Try another file.')") == (
         "Try another file."
     )

@@ -67,13 +67,14 @@ MAX_AV_PLANES = 8
 
 SETTING_DEFAULTS = {
     "model": "",
+    "translator": "",
     "source": "auto",
-    "backend": "gemma3n",
+    "backend": "auto",
     "device": "auto",
     "en_source": "",
     "mn_source": "",
 }
-ENGINE_KEYS = ("model", "source", "backend", "device")
+ENGINE_KEYS = ("model", "translator", "source", "backend", "device")
 
 # ------------------------------------------------------------------ pure helpers
 
@@ -128,11 +129,13 @@ def engine_command(config, settings, rate, channels):
         "--rate", str(int(rate)),
         "--channels", str(int(channels)),
         "--source", settings.get("source") or "auto",
-        "--backend", settings.get("backend") or "gemma3n",
+        "--backend", settings.get("backend") or "auto",
         "--device", settings.get("device") or "auto",
     ]  # fmt: skip
     if settings.get("model"):
         command += ["--model", settings["model"]]
+    if settings.get("translator"):
+        command += ["--translator", settings["translator"]]
     return command
 
 
@@ -720,6 +723,11 @@ def _on_get_properties(data):
         api, model, "A model name from 'subplug models list', or a model folder. Empty: the "
         "default model.",
     )  # fmt: skip
+    translator = api.obs_properties_add_text(props, b"translator", b"Translator", OBS_TEXT_DEFAULT)
+    _describe(
+        api, translator, "For a model that gives one language only (e.g. mms-1b-all, "
+        "whisper-small): a text translator such as nllb-200-distilled-600m. Empty: none.",
+    )  # fmt: skip
     _add_list(
         api, props, "device", "Device",
         [("Automatic", "auto"), ("GPU (CUDA)", "cuda"), ("CPU", "cpu")],
@@ -730,7 +738,10 @@ def _on_get_properties(data):
         "letters only, so not Mongolian).",
     )  # fmt: skip
     backend = api.obs_properties_add_text(props, b"backend", b"Backend", OBS_TEXT_DEFAULT)
-    _describe(api, backend, "Advanced: a model backend added by a subplug plugin.")
+    _describe(
+        api, backend, "Advanced: auto runs each model with its own backend; or a backend's "
+        "name (gemma3n, whisper, ctc, qwen3-asr, seamless, remote-code, or a plugin's).",
+    )  # fmt: skip
     instance = _instance(data)
     if instance is not None and instance.last_error:
         api.obs_properties_add_text(

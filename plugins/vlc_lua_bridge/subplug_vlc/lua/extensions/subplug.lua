@@ -215,10 +215,12 @@ function show_settings()
     dropdown(d, "device", settings.device, 5, "Run on")
     d:add_label("Model (name or folder; empty = default)", 1, 6, 1, 1)
     widgets.model = d:add_text_input(settings.model, 2, 6, 3, 1)
+    d:add_label("Translator (for a model that gives one language; empty = none)", 1, 7, 1, 1)
+    widgets.translator = d:add_text_input(settings.translator, 2, 7, 3, 1)
     d:add_label("<small>subplug " .. html(bridge.VERSION) .. " · "
-        .. html(table.concat(cfg.command, " ")) .. "</small>", 1, 7, 4, 1)
-    d:add_button("Save", save_settings, 3, 8, 1, 1)
-    d:add_button("Cancel", close_dialog, 4, 8, 1, 1)
+        .. html(table.concat(cfg.command, " ")) .. "</small>", 1, 8, 4, 1)
+    d:add_button("Save", save_settings, 3, 9, 1, 1)
+    d:add_button("Cancel", close_dialog, 4, 9, 1, 1)
     d:show()
 end
 
@@ -231,8 +233,10 @@ function save_settings()
             settings[key] = entry.order[index]
         end
     end
-    if widgets.model then
-        settings.model = bridge.trim(widgets.model:get_text() or "")
+    for _, key in ipairs({ "model", "translator" }) do
+        if widgets[key] then
+            settings[key] = bridge.trim(widgets[key]:get_text() or "")
+        end
     end
     local ok, err = bridge.save_settings(settings)
     if ok then

@@ -564,6 +564,8 @@ local SETTING_FOR = {
     ["adapter-base-missing"] = "Model", ["bad-device"] = "Run on", ["no-cuda"] = "Run on",
     ["no-mps"] = "Run on", ["out-of-memory"] = "Run on", ["not-enough-memory"] = "Run on",
     ["no-speech"] = "Spoken language", ["no-text"] = "Spoken language",
+    ["cannot-detect-language"] = "Spoken language", ["cannot-transcribe"] = "Model",
+    ["cannot-translate"] = "Translator", ["unknown-translator"] = "Translator",
 }
 
 --- The engine's hint for an error, plus where in the Settings dialog it can be fixed
@@ -582,7 +584,7 @@ end
 
 -- ---------------------------------------------------------------------- settings
 
-M.SETTING_KEYS = { "source", "model", "formats", "targets", "bottom", "device" }
+M.SETTING_KEYS = { "source", "model", "translator", "formats", "targets", "bottom", "device" }
 M.SETTING_CHOICES = {
     source = { "auto", "en", "mn" },
     formats = { "ass,srt", "ass", "ass,srt,vtt" },
@@ -593,7 +595,7 @@ M.SETTING_CHOICES = {
 
 function M.default_settings()
     return {
-        source = "auto", model = "", formats = "ass,srt",
+        source = "auto", model = "", translator = "", formats = "ass,srt",
         targets = "en,mn", bottom = "mn", device = "auto",
     }
 end
@@ -692,6 +694,9 @@ function M.generate_args(cfg, settings, media, out_dir, overwrite)
         "--format", settings.formats, "--bottom", settings.bottom, "--device", settings.device)
     if settings.model and settings.model ~= "" then
         add("--model", settings.model)
+    end
+    if settings.translator and settings.translator ~= "" then
+        add("--translator", settings.translator)
     end
     if out_dir then
         add("--out", out_dir)
