@@ -32,6 +32,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
         frozenset(
             {"media", "segment", "prompts", "transcribe", "cues", "formats", "journal"}
             | {"cache", "runtime", "memory", "hookspecs", "plugins", "progress"}
+            | {"calls", "choice", "loading"}
         ),
     ),
     ("engines", frozenset({"backends", "engine", "live", "hosts", "default_plugins"})),
