@@ -363,7 +363,7 @@ class Engine:
         if journal is not None:
             journal.remove()
 
-    def settings(self, stream: int, options: GenerateOptions) -> dict[str, Any]:
+    def settings(self, stream: int | None, options: GenerateOptions) -> dict[str, Any]:
         """Every setting that changes the model's output (the journal key's part besides
         the media): options must be prepared (the model's contents fingerprint)."""
         backend_options = options.backend_options

@@ -7,10 +7,15 @@ pass ``script``: a function from (request) to the raw text.
 
 ``SUBPLUG_FAKE_DELAY=SECONDS`` makes every request take that long, so tests can
 interrupt a run of ``subplug`` in a child process while it transcribes.
+``SUBPLUG_FAKE_LOG=FILE`` appends a JSON line per answered request (process id, chunk
+index and times, :func:`chunk_digest` of its samples), so tests can count the model work
+done in other processes (Ray actors).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -61,6 +66,31 @@ def fake_answer(request: BackendRequest) -> str:
     return f"### Mongolian\n\n{mn}\n\n---\n\n### English\n\n{en}"
 
 
+def chunk_digest(samples: Any) -> str:
+    """A short hash of a chunk's samples: which chunk of which file a request was."""
+    import numpy as np
+
+    return hashlib.sha1(np.ascontiguousarray(samples, dtype=np.float32).tobytes()).hexdigest()[:16]
+
+
+def _log(request: BackendRequest) -> None:
+    path = os.environ.get("SUBPLUG_FAKE_LOG")
+    if not path:
+        return
+    span = request.chunk.span
+    line = {
+        "pid": os.getpid(),
+        "index": span.index,
+        "start": span.start,
+        "end": span.end,
+        "task": request.task.value,
+        "digest": chunk_digest(request.chunk.samples),
+    }
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(line) + "\n")
+        handle.flush()
+
+
 class FakeBackend:
     """A :class:`~subplug.types.Backend` that needs no model."""
 
@@ -91,6 +121,7 @@ class FakeBackend:
             if delay > 0:
                 time.sleep(delay)
             answers.append(self.script(request))
+            _log(request)
             if progress is not None:
                 progress(done, len(requests))
         return answers

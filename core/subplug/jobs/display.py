@@ -1,0 +1,106 @@
+"""The whole job as one progress bar on stderr — files done of all, hours of audio,
+audio-hours per hour, ETA — and a summary after it: counts, each failure with its hint,
+the warnings (the ``--report`` file has every row)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from subplug.hookspecs import hookimpl
+from subplug.jobs.report import Report, summary_lines
+from subplug.types import JobEvent
+
+#: Failures and warnings listed one by one after the bar; more are counted.
+LISTED = 20
+
+
+class JobDisplay:
+    """A ``subplug_job_event`` implementation for jobs of many files."""
+
+    def __init__(self, console: Any = None) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        self.console = console or Console(stderr=True, highlight=False, soft_wrap=True)
+        self.progress = Progress(
+            TextColumn("[bold]files[/]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[audio]}"),
+            TextColumn("{task.fields[speed]}"),
+            TextColumn("{task.fields[eta]}"),
+            TextColumn("{task.fields[stage]}"),
+            console=self.console,
+            transient=False,
+        )
+        self.task: Any = None
+        self.warnings: list[tuple[Path | None, str, str]] = []
+        self.errors: dict[str, dict[str, Any]] = {}
+
+    @hookimpl
+    def subplug_job_event(self, event: JobEvent) -> None:
+        data = event.data
+        if event.kind == "job-start":
+            self.progress.start()
+            self.task = self.progress.add_task(
+                "", total=len(data["files"]), audio="", speed="", eta="", stage="starting"
+            )
+        elif self.task is None:
+            return
+        elif event.kind == "job-progress":
+            eta = data.get("eta")
+            self.progress.update(
+                self.task,
+                completed=data["files_done"],
+                audio=f"{data['audio_seconds'] / 3600:.2f} h audio",
+                speed=f"{data['speed']:.1f}x real time",
+                eta="" if eta is None else f"ETA {_clock(eta)}",
+            )
+        elif event.kind == "stage" and data.get("stage") == "model-load":
+            self.progress.update(self.task, stage="loading model")
+        elif event.kind == "batch-done":
+            self.progress.update(self.task, stage="")
+        elif event.kind == "warning":
+            self.warnings.append((event.media, str(data["reference"]), str(data["message"])))
+        elif event.kind == "file-error" and event.media is not None:
+            self.errors[str(event.media)] = data["error"]
+
+    def close(self) -> None:
+        if self.task is not None:
+            self.progress.stop()
+
+    def summary(self, report: Report) -> None:
+        """Counts, failures with their hints, warnings: after the bar."""
+        from rich.markup import escape
+
+        out = self.console
+        lines = summary_lines(report, [(str(m), r) for m, r, _ in self.warnings])
+        out.print(f"[bold]{escape(lines[0])}[/]")
+        for media, _reference, message in self.warnings[:LISTED]:
+            where = media.name + ": " if media else ""
+            out.print(f"[yellow]warning:[/] {escape(where + message)}")
+        if len(self.warnings) > LISTED:
+            counts = Counter(reference for _, reference, _ in self.warnings[LISTED:])
+            more = ", ".join(f"{n} {ref}" for ref, n in counts.most_common())
+            out.print(f"[yellow]warning:[/] … and {len(self.warnings) - LISTED} more ({more})")
+        failed = report.failed()
+        for row in failed[:LISTED]:
+            error = row.error or {}
+            out.print(
+                f"[bold red]failed:[/] {escape(row.media)}: {escape(str(error.get('message')))} "
+                f"[dim]\\[{error.get('reference')}][/]"
+            )
+            if error.get("hint"):
+                out.print(f"  [bold]hint:[/] {escape(str(error['hint']))}")
+        if len(failed) > LISTED:
+            counts = Counter(str((r.error or {}).get("reference")) for r in failed[LISTED:])
+            more = ", ".join(f"{n} {ref}" for ref, n in counts.most_common())
+            out.print(f"[bold red]failed:[/] … and {len(failed) - LISTED} more ({more})")
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
