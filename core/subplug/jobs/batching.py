@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from typing import Any
 
 from subplug.engine import PreparedMedia, record, resumed_transcripts
 from subplug.errors import Cancelled, SubplugError
 from subplug.jobs.tracking import JobState
 from subplug.journal import Journal
-from subplug.types import ChunkSpan, Transcript
+from subplug.types import AudioChunk, ChunkSpan, Transcript
 
 #: Seconds of decoded audio held by files prepared ahead (float32: 230 MB an hour).
 MAX_OPEN_SECONDS = 2 * 3600.0
@@ -37,7 +39,7 @@ def default_workers() -> int:
     return max(1, min(4, (os.cpu_count() or 2) - 1))
 
 
-@dataclass
+@dataclass(eq=False)
 class OpenFile:
     """A file prepared and waiting for (some of) its chunks."""
 
@@ -50,10 +52,64 @@ class OpenFile:
     resumed: int
     todo: list[ChunkSpan] = field(default_factory=list)
     """Chunks not yet sent to the model."""
+    audio: dict[int, Any] | None = None
+    """Samples by chunk index, where the file's whole sound is not held (Ray)."""
+
+    def chunk(self, span: ChunkSpan) -> AudioChunk:
+        """The model input for one of the file's chunks."""
+        if self.audio is not None:
+            return AudioChunk(span, self.audio[span.index])
+        return self.prepared.chunk(span)
 
     @property
     def finished(self) -> bool:
         return len(self.results) == len(self.prepared.plan)
+
+
+def pick_batch(files: Sequence[OpenFile], size: int) -> list[tuple[OpenFile, ChunkSpan]]:
+    """The next batch: chunks of the oldest files with work (one spoken language), the
+    longest of a window of four batches' worth together. Takes nothing out of ``todo``."""
+    source = next(f.source for f in files if f.todo)
+    window: list[tuple[OpenFile, ChunkSpan]] = []
+    for item in files:
+        if item.source != source:
+            continue
+        window.extend((item, span) for span in item.todo)
+        if len(window) >= 4 * size:
+            break
+    window.sort(key=lambda pair: (-pair[1].duration, pair[0].index, pair[1].index))
+    return window[:size]
+
+
+def accept(
+    state: JobState,
+    batch: Sequence[tuple[OpenFile, ChunkSpan]],
+    results: Sequence[Transcript],
+    capacity: int,
+    seconds: float,
+) -> list[OpenFile]:
+    """Take a model call's results: journal them in their files' journals, send the
+    ``batch-done`` and ``progress`` events; returns the files now finished."""
+    touched: dict[int, OpenFile] = {}
+    by_file: dict[int, list[Transcript]] = {}
+    for (item, _), transcript in zip(batch, results, strict=True):
+        touched[item.index] = item
+        by_file.setdefault(item.index, []).append(transcript)
+    for index, item in touched.items():
+        record(item.journal, by_file[index])
+        for transcript in by_file[index]:
+            item.results[transcript.chunk.index] = transcript
+    state.emit(
+        "batch-done",
+        None,
+        chunks=len(batch),
+        files=len(touched),
+        capacity=capacity,
+        seconds=round(seconds, 3),
+    )
+    for item in touched.values():
+        state.chunk_progress(item.index, len(item.results), len(item.prepared.plan), item.resumed)
+    return [item for item in touched.values() if item.finished]
 
 
 class LocalJob:
@@ -163,59 +219,23 @@ class LocalJob:
         )
         self.open.append(item)
 
-    def pick(self) -> list[tuple[OpenFile, ChunkSpan]]:
-        """The next batch: chunks of the oldest files with work (one spoken language),
-        the longest of a window of four batches' worth together."""
-        size = self.batch_size or 1
-        source = next(f.source for f in self.open if f.todo)
-        window: list[tuple[OpenFile, ChunkSpan]] = []
-        for item in self.open:
-            if item.source != source:
-                continue
-            window.extend((item, span) for span in item.todo)
-            if len(window) >= 4 * size:
-                break
-        window.sort(key=lambda pair: (-pair[1].duration, pair[0].index, pair[1].index))
-        return window[:size]
-
     def _run_batch(self) -> None:
         from subplug.transcribe import transcribe
 
         state = self.state
-        batch = self.pick()
+        batch = pick_batch(self.open, self.batch_size or 1)
         for item, span in batch:
             item.todo.remove(span)
-        source = batch[0][0].source
-        chunks = [item.prepared.chunk(span) for item, span in batch]
+        chunks = [item.chunk(span) for item, span in batch]
         started = time.monotonic()
         backend = state.engine.backend(state.options)
-        results = transcribe(backend, chunks, source, state.options.targets)
+        results = transcribe(backend, chunks, batch[0][0].source, state.options.targets)
         self.calls += 1
         self.chunks_sent += len(batch)
-        touched: dict[int, OpenFile] = {}
-        by_file: dict[int, list[Transcript]] = {}
-        for (item, _), transcript in zip(batch, results, strict=True):
-            touched[item.index] = item
-            by_file.setdefault(item.index, []).append(transcript)
-        for index, item in touched.items():
-            record(item.journal, by_file[index])
-            for transcript in by_file[index]:
-                item.results[transcript.chunk.index] = transcript
-        state.emit(
-            "batch-done",
-            None,
-            chunks=len(batch),
-            files=len(touched),
-            capacity=self.batch_size,
-            seconds=round(time.monotonic() - started, 3),
-        )
-        for item in touched.values():
-            state.chunk_progress(
-                item.index, len(item.results), len(item.prepared.plan), item.resumed
-            )
-            if item.finished:
-                self.open.remove(item)
-                self._finish(item)
+        seconds = time.monotonic() - started
+        for item in accept(state, batch, results, self.batch_size or 1, seconds):
+            self.open.remove(item)
+            self._finish(item)
 
     def _finish(self, item: OpenFile) -> None:
         transcripts = [item.results[span.index] for span in item.prepared.plan]
