@@ -314,6 +314,15 @@ class Engine:
         files.check_writable([o.path for o in outputs], overwrite=options.overwrite)
         return outputs
 
+    def outputs_for(self, tracks: Tracks, options: GenerateOptions) -> list[PlannedOutput]:
+        """The files :meth:`write` writes for ``tracks``: those with cues to hold."""
+        has_cues = {lang for lang, track in tracks.tracks.items() if track.cues}
+        return [
+            o
+            for o in planned_outputs(tracks.media, options)
+            if (bool(has_cues & set(o.langs)) if o.format.bilingual else set(o.langs) <= has_cues)
+        ]
+
     def write(self, tracks: Tracks, options: GenerateOptions) -> Tracks:
         """Write the planned files for ``tracks`` atomically; returns them with
         ``outputs`` filled.
@@ -324,12 +333,7 @@ class Engine:
         so unless ``tracks`` already carries a warning explaining why (no speech, no
         text)."""
 
-        has_cues = {lang for lang, track in tracks.tracks.items() if track.cues}
-        outputs = [
-            o
-            for o in planned_outputs(tracks.media, options)
-            if (bool(has_cues & set(o.langs)) if o.format.bilingual else set(o.langs) <= has_cues)
-        ]
+        outputs = self.outputs_for(tracks, options)
         if not outputs:
             if not tracks.warnings:
                 message = "No subtitle file was written: there were no cues to write."

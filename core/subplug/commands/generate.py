@@ -177,6 +177,10 @@ def _job_files(args: argparse.Namespace, out_dir: Path | None) -> list[Any] | No
             f"--workers must be 1 or more, not {args.workers}.",
             "Leave it out to let subplug choose.",
         )
+    if args.ray is not None and not _is_ray_address(args.ray):
+        # "--ray FOLDER": the optional ADDRESS took the first media path.
+        args.media.insert(0, Path(args.ray))
+        args.ray = "local"
     if not args.media and args.manifest is None:
         raise SubplugError(
             "no-media-given",
@@ -204,9 +208,23 @@ def _job_files(args: argparse.Namespace, out_dir: Path | None) -> list[Any] | No
     return files
 
 
+def _is_ray_address(text: str) -> bool:
+    """``local``, ``auto``, ``ray://…`` or ``HOST:PORT``."""
+    return (
+        text in ("local", "auto")
+        or text.startswith("ray://")
+        or (":" in text and text.rsplit(":", 1)[1].isdigit())
+    )
+
+
 def _run_job(args: argparse.Namespace, files: list[Any]) -> int:
     """A job of many files (module docstring); exit code 1 when some failed."""
     from subplug import plugins
+
+    if args.ray is not None:
+        from subplug.jobs.cluster import import_ray
+
+        import_ray()  # before anything: without the extra, say how to install it
     from subplug.jobs.display import JobDisplay
     from subplug.jobs.run import run_job
     from subplug.progress import JsonlEvents

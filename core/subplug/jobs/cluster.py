@@ -262,16 +262,9 @@ class ClusterJob:
             state.fail(index, error)
             state.progress()
             return None
-        self._keys[index] = key
-        return self._prepare.remote(
-            str(Path(media).absolute()), state.options_for(index), self.head
-        )
-
-    @property
-    def _keys(self) -> dict[int, str | None]:
-        if not hasattr(self, "_done_keys"):
-            self._done_keys: dict[int, str | None] = {}
-        return self._done_keys
+        self.keys[index] = key
+        path = str(Path(media).absolute())
+        return self._prepare.remote(path, state.options_for(index), self.head)
 
     def _prepared(self, index: int, ref: Any) -> None:
         state, ray = self.state, self.ray

@@ -1,7 +1,8 @@
 """Finished files of earlier jobs, so a rerun skips them.
 
-When a job writes a file's subtitles it leaves a record under the cache
-(``<home>/journal/done/<key>.json``) naming what it wrote. The key hashes what the
+Just before a job writes a file's subtitles it leaves a record under the cache
+(``<home>/journal/done/<key>.json``) naming the files it writes; the files are what
+makes it count, so a crash in between never makes a file look done. The key hashes what the
 journal's key hashes (media fingerprint, model contents, source, targets, speech and
 chunk settings) and also what shapes the files (formats, output paths, cue and style
 options), so a changed setting makes the file not done. A file is done when its record

@@ -196,13 +196,19 @@ class JobState:
         """Shape, write (atomically) and record a file whose chunks are all done; a
         failure to write is the file's error."""
         options = self.options_for(index)
+        tracks = self.engine.shape(prepared, transcripts, options)
+        if key is not None:
+            # Recorded first: a crash after the files are written still leaves them
+            # done; one before leaves them missing, which is not done.
+            outputs = [o.path for o in self.engine.outputs_for(tracks, options)]
+            done.mark_done(key, prepared.media, outputs)
         try:
-            tracks = self.engine.write(self.engine.shape(prepared, transcripts, options), options)
+            tracks = self.engine.write(tracks, options)
         except SubplugError as error:
+            if key is not None:
+                done.forget(key)
             self.fail(index, error)
             return
-        if key is not None:
-            done.mark_done(key, prepared.media, tracks.outputs)
         self.audio_done += prepared.duration
         self.report.add(
             FileRow(

@@ -7,9 +7,9 @@ pass ``script``: a function from (request) to the raw text.
 
 ``SUBPLUG_FAKE_DELAY=SECONDS`` makes every request take that long, so tests can
 interrupt a run of ``subplug`` in a child process while it transcribes.
-``SUBPLUG_FAKE_LOG=FILE`` appends a JSON line per answered request (process id, chunk
-index and times, :func:`chunk_digest` of its samples), so tests can count the model work
-done in other processes (Ray actors).
+``SUBPLUG_FAKE_LOG=FILE`` appends a JSON line per answered request (process id, the
+backend's call number, chunk index and times, :func:`chunk_digest` of its samples), so
+tests can count the model work done in other processes (Ray actors).
 """
 
 from __future__ import annotations
@@ -73,13 +73,14 @@ def chunk_digest(samples: Any) -> str:
     return hashlib.sha1(np.ascontiguousarray(samples, dtype=np.float32).tobytes()).hexdigest()[:16]
 
 
-def _log(request: BackendRequest) -> None:
+def _log(request: BackendRequest, call: int) -> None:
     path = os.environ.get("SUBPLUG_FAKE_LOG")
     if not path:
         return
     span = request.chunk.span
     line = {
         "pid": os.getpid(),
+        "call": call,
         "index": span.index,
         "start": span.start,
         "end": span.end,
@@ -121,7 +122,7 @@ class FakeBackend:
             if delay > 0:
                 time.sleep(delay)
             answers.append(self.script(request))
-            _log(request)
+            _log(request, len(self.calls))
             if progress is not None:
                 progress(done, len(requests))
         return answers
