@@ -9,7 +9,10 @@ pass ``script``: a function from (request) to the raw text.
 interrupt a run of ``subplug`` in a child process while it transcribes.
 ``SUBPLUG_FAKE_LOG=FILE`` appends a JSON line per answered request (process id, the
 backend's call number, chunk index and times, :func:`chunk_digest` of its samples), so
-tests can count the model work done in other processes (Ray actors).
+tests can count the model work done in other processes (Ray actors). With
+``SUBPLUG_FAKE_DIE_AT=N`` as well, the process that answers the log's N-th request kills
+itself (SIGKILL, once: a ``FILE.died`` marker remembers it) right after logging it, in
+the middle of its batch: a model worker dying at a known moment.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -90,6 +94,14 @@ def _log(request: BackendRequest, call: int) -> None:
     with open(path, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(line) + "\n")
         handle.flush()
+    die_at = os.environ.get("SUBPLUG_FAKE_DIE_AT")
+    marker = f"{path}.died"
+    if die_at and not os.path.exists(marker):
+        with open(path, encoding="utf-8") as handle:
+            answered = sum(1 for _ in handle)
+        if answered == int(die_at):
+            open(marker, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 class FakeBackend:
