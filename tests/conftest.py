@@ -11,7 +11,8 @@ from subplug import plugins
 from subplug.testing import FakeBackendPlugin
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = (REPO.parent / "shared").resolve()
+#: Real third-party test data (origins and licences in tests/fixtures/SOURCES.md).
+FIXTURES = REPO / "tests" / "fixtures"
 
 
 @pytest.fixture(autouse=True)
@@ -43,7 +44,6 @@ def fake_backend() -> FakeBackendPlugin:
 
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
-    """``../shared`` beside the checkout; tests needing it skip with a reason if absent."""
-    if not (SHARED / "fixtures").is_dir():
-        pytest.skip(f"shared fixtures not found at {SHARED} (CI provides ../shared)")
-    return SHARED
+    """The folder holding ``fixtures/`` (the repository's ``tests``): real media,
+    projects and subtitles with their licences, part of every checkout."""
+    return FIXTURES.parent

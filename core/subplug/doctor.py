@@ -77,10 +77,14 @@ def run_checks(checks: list[DoctorCheck] | None = None) -> Report:
 
 
 def render(report: Report, console: Any) -> None:
-    """A rich table of outcomes, hints under the row they belong to."""
+    """A rich table of outcomes, hints under the row they belong to; in a pipe or a file,
+    plain lines with no colour and no padding at their ends."""
     from rich.markup import escape
     from rich.table import Table
 
+    if not console.is_terminal:
+        _render_plain(report, console.width)
+        return
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
     table.add_column("check")
     table.add_column("")
@@ -92,6 +96,46 @@ def render(report: Report, console: Any) -> None:
         if result.hint and result.status is not CheckStatus.OK:
             table.add_row("", "", f"[dim]hint:[/] {escape(result.hint)}")
     console.print(table)
+
+
+def _render_plain(report: Report, width: int) -> None:
+    import sys
+    import textwrap
+
+    indent = " " * 24
+    for outcome in report.outcomes:
+        result = outcome.result
+        head = f"{outcome.name:<17} {result.status.value:<5} "
+        lines = textwrap.wrap(result.summary, max(20, width - len(head))) or [""]
+        print((head + lines[0]).rstrip(), file=sys.stdout)
+        for more in lines[1:]:
+            print(indent + more, file=sys.stdout)
+        if result.hint and result.status is not CheckStatus.OK:
+            for more in textwrap.wrap("hint: " + result.hint, max(20, width - 24)):
+                print(indent + more, file=sys.stdout)
+
+
+def verdict(report: Report, *, self_test: bool) -> tuple[str, str]:
+    """The last line of ``doctor``: (rich style, text). Ready only when nothing is
+    missing for making subtitles; a missing model says so and how to get one."""
+    if report.failed:
+        return "red", "Some checks failed; see the hints above."
+    warned = [o.name for o in report.outcomes if o.result.status is CheckStatus.WARN]
+    if "models" in warned:
+        prefix = (
+            "The self-test passed and the installation works"
+            if self_test
+            else ("The installation works")
+        )
+        return (
+            "yellow",
+            f"{prefix}, but no model is in the cache yet: get one with `subplug models pull` "
+            "(or `subplug models import PATH` offline) before making subtitles.",
+        )
+    prefix = "Self-test passed: ready" if self_test else "Ready"
+    if warned:
+        return "green", f"{prefix} ({len(warned)} warning{'s' if len(warned) > 1 else ''} above)."
+    return "green", f"{prefix}."
 
 
 def main(*, self_test: bool = False, as_json: bool = False) -> int:
@@ -124,8 +168,8 @@ def main(*, self_test: bool = False, as_json: bool = False) -> int:
         if check.name == "self-test":
             report.outcomes.append(run_check(check))
     render(report, console)
-    if report.failed:
-        console.print("[red]Some checks failed; see the hints above.[/]")
-        return 1
-    console.print("[green]Ready.[/]" if not self_test else "[green]Self-test passed: ready.[/]")
-    return 0
+    style, text = verdict(report, self_test=self_test)
+    from rich.markup import escape
+
+    console.print(f"[{style}]{escape(text)}[/]")
+    return 1 if report.failed else 0

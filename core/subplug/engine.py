@@ -36,6 +36,8 @@ from subplug.types import (
 )
 
 EventSink = Callable[[JobEvent], None]
+#: Seconds between two progress events while a batch decodes.
+PARTIAL_PROGRESS_EVERY = 0.25
 
 
 @dataclass(frozen=True, eq=False)
@@ -155,6 +157,9 @@ class Engine:
         self._job: dict[str, Any] = {"files": 1, "index": 0}
         self._journals: dict[Path, Journal] = {}
         self._model_facts: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self._last_partial = 0.0
+        self._resumed: dict[Path, int] = {}
+        """Chunks each file took from the journal of an earlier run."""
 
     # ----------------------------------------------------------------- events
 
@@ -199,6 +204,7 @@ class Engine:
         self.emit("job-start", None, files=[str(m) for m in media_files], version=__version__)
         results: list[Tracks | None] = []
         failed = 0
+        audio = 0.0
         for index, media in enumerate(media_files):
             self._job = {"files": len(media_files), "index": index}
             self.emit("file-start", media, index=index, total_files=len(media_files))
@@ -213,9 +219,16 @@ class Engine:
                 self.emit("file-error", media, error=error.to_dict())
                 continue
             results.append(tracks)
+            audio += tracks.duration or 0.0
         exit_code = 0 if not failed else 1
         self.emit(
-            "job-done", None, ok=len(media_files) - failed, failed=failed, exit_code=exit_code
+            "job-done",
+            None,
+            ok=len(media_files) - failed,
+            failed=failed,
+            exit_code=exit_code,
+            audio_seconds=round(audio, 3),
+            seconds=round(time.monotonic() - self._started, 3),
         )
         return results
 
@@ -323,9 +336,12 @@ class Engine:
             if (bool(has_cues & set(o.langs)) if o.format.bilingual else set(o.langs) <= has_cues)
         ]
 
-    def write(self, tracks: Tracks, options: GenerateOptions) -> Tracks:
+    def write(
+        self, tracks: Tracks, options: GenerateOptions, *, resumed: int | None = None
+    ) -> Tracks:
         """Write the planned files for ``tracks`` atomically; returns them with
-        ``outputs`` filled.
+        ``outputs`` filled. ``resumed`` (chunks taken from an earlier run's journal, for
+        ``file-done``) defaults to what :meth:`run` counted for the file.
 
         A file is written only when it has cues: a one-language file (``.srt``,
         ``.vtt``) is skipped for a language without any, a bilingual one when no
@@ -333,6 +349,8 @@ class Engine:
         so unless ``tracks`` already carries a warning explaining why (no speech, no
         text)."""
 
+        if resumed is None:
+            resumed = self._resumed.get(tracks.media, 0)
         outputs = self.outputs_for(tracks, options)
         if not outputs:
             if not tracks.warnings:
@@ -340,7 +358,10 @@ class Engine:
                 self.emit("warning", tracks.media, reference="no-output", message=message)
                 tracks = replace(tracks, warnings=(message,))
             self._finish_journal(tracks.media)
-            self.emit("file-done", tracks.media, outputs=[], cues={}, source_lang=None)
+            self.emit(
+                "file-done", tracks.media, outputs=[], cues={}, source_lang=None,
+                duration=tracks.duration, resumed=resumed,
+            )  # fmt: skip
             return tracks
         self.emit("stage", tracks.media, stage="write")
         rendered = [(o.path, o.format.write(tracks, o.langs, options.style)) for o in outputs]
@@ -356,6 +377,8 @@ class Engine:
             ],
             cues={lang: len(track.cues) for lang, track in tracks.tracks.items()},
             source_lang=tracks.source_lang,
+            duration=tracks.duration,
+            resumed=resumed,
         )
         return done
 
@@ -412,6 +435,7 @@ class Engine:
 
         results = resumed_transcripts(journal, plan)
         resumed = len(results)
+        self._resumed[media] = resumed
         todo = [span for span in plan if span.index not in results]
         self._progress(media, len(results), len(plan), resumed)
         if todo:
@@ -457,6 +481,7 @@ class Engine:
             done=done,
             total=total,
             percent=round(100 * fraction, 1),
+            fraction=round(min(1.0, share), 4),
             resumed=resumed,
         )
 

@@ -23,6 +23,17 @@ from pathlib import Path
 
 from subplug.errors import SubplugError
 
+_CONTROL = dict.fromkeys(range(0x20), " ") | {0x7F: " "}
+
+
+def printable_name(path: Path | str) -> str:
+    """A file's name as text that can be shown and written anywhere: bytes that are not
+    UTF-8 (kept by Python as lone surrogates) become U+FFFD, and control characters
+    (a newline in a name) become spaces."""
+    name = Path(path).name
+    text = os.fsencode(name).decode("utf-8", "replace")
+    return text.translate(_CONTROL)
+
 
 def backup_path(path: Path) -> Path:
     """The first free backup name for ``path``: ``NAME.ext.bak``, then ``.bak.1``…"""

@@ -1,12 +1,14 @@
-"""Subtitle writers (ASS, SRT, WebVTT over pysubs2) and safe, atomic file output.
+"""Subtitle writers: ASS, SRT and WebVTT text over pysubs2.
 
 * :func:`render_ass` puts every language in one file with a named style per language
   (``EN``, ``MN``): :attr:`StyleOptions.bottom` at the bottom (Alignment 2) in the main
-  font size, the other in the smaller second size, raised just above the bottom
-  language's tallest cue (``second_position="above"``) or at the top of the frame
+  font size, the other in the smaller second size, laid out per cue just above the
+  bottom-language lines shown at the same time — one line or two, or at the bottom
+  margin when there are none (``second_position="above"``) — or at the top of the frame
   (``"top"``, Alignment 8). DejaVu Sans (has Cyrillic), white and pale-yellow text,
   black outline and a soft shadow, sizes in the script's PlayRes pixels.
-* :func:`render_srt` / :func:`render_vtt` write one language per file.
+* :func:`render_srt` / :func:`render_vtt` write one language per file; :func:`srt_text`
+  writes given cues (hosts that merge languages into one cue).
 * :func:`output_path` names files ``NAME.en-mn.ass``, ``NAME.en.srt``, ``NAME.mn.vtt``.
 
 Writing the files safely is :mod:`subplug.files`' job.
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import pysubs2
 
+from subplug.files import printable_name
 from subplug.types import Cue, StyleOptions, SubtitleFormat, Tracks
 
 #: Text colour per role (pysubs2 colours are RGBA with 0 = opaque).
@@ -36,10 +39,12 @@ def style_name(lang: str) -> str:
 
 
 def _safe_text(lines: Sequence[str]) -> str:
-    """Cue lines as ASS event text. Braces would start override blocks and a backslash
-    an escape, in ASS and in pysubs2's SRT/VTT writers alike, so they are swapped for
-    look-alikes."""
-    cleaned = (line.replace("{", "(").replace("}", ")").replace("\\", "\uff3c") for line in lines)
+    """Cue lines as ASS event text. Braces would start override blocks, in ASS and in
+    pysubs2's SRT/VTT writers alike, so they become parentheses. A backslash stays a
+    backslash, followed by an invisible WORD JOINER (U+2060), so ``\\N``, ``\\h`` or
+    ``\\i1`` in the text are never read as codes (a look-alike such as U+FF3C is missing
+    from common fonts, DejaVu Sans included, and would show as a box)."""
+    cleaned = (line.replace("\\", "\\\u2060").replace("{", "(").replace("}", ")") for line in lines)
     return r"\N".join(cleaned)
 
 
@@ -76,7 +81,7 @@ def render_ass(tracks: Tracks, langs: Sequence[str], style: StyleOptions) -> str
     subs = pysubs2.SSAFile()
     subs.info.update(
         {
-            "Title": tracks.media.name,
+            "Title": printable_name(tracks.media),
             "PlayResX": str(width),
             "PlayResY": str(height),
             "ScaledBorderAndShadow": "yes",
@@ -85,6 +90,7 @@ def render_ass(tracks: Tracks, langs: Sequence[str], style: StyleOptions) -> str
     )
     subs.styles.clear()
     bottom_lines = max((len(c.lines) for c in _cues(tracks, bottom)), default=1) or 1
+    # The style's margin fits the bottom language's tallest cue; each event sets its own.
     raised = round(
         margin_v + bottom_lines * style.font_size * _LINE_HEIGHT + 0.4 * style.second_font_size
     )
@@ -108,8 +114,27 @@ def render_ass(tracks: Tracks, langs: Sequence[str], style: StyleOptions) -> str
             encoding=1,
         )
     events = []
+    bottom_cues = _cues(tracks, bottom)
     for lang in langs:
-        events.extend(_events(_cues(tracks, lang), style_name(lang)))
+        made = _events(_cues(tracks, lang), style_name(lang))
+        if lang != bottom and style.second_position == "above":
+            # Laid out per cue: just above the bottom language's lines shown at the same
+            # time (one line or two), or at the bottom margin when none is shown.
+            for event, cue in zip(made, _cues(tracks, lang), strict=True):
+                under = max(
+                    (len(c.lines) for c in bottom_cues if c.start < cue.end and cue.start < c.end),
+                    default=0,
+                )
+                event.marginv = (
+                    margin_v
+                    if not under
+                    else round(
+                        margin_v
+                        + under * style.font_size * _LINE_HEIGHT
+                        + 0.4 * style.second_font_size
+                    )
+                )
+        events.extend(made)
     # Same start: the bottom language first, so players that stack collisions agree.
     order = {style_name(lang): index for index, lang in enumerate([bottom, *langs])}
     events.sort(key=lambda e: (e.start, order[e.style], e.end))
@@ -125,9 +150,15 @@ def _single(langs: Sequence[str], name: str) -> str:
 
 def render_srt(tracks: Tracks, langs: Sequence[str], style: StyleOptions | None = None) -> str:
     """SubRip text of the one language in ``langs`` (``style`` is unused)."""
-    lang = _single(langs, "SRT")
+    return srt_text(_cues(tracks, _single(langs, "SRT")))
+
+
+def srt_text(cues: Iterable[Cue]) -> str:
+    """SubRip text of ``cues`` as given, their text made safe like every subtitle subplug
+    writes. :func:`render_srt` uses it; a host that puts several languages in one cue
+    (Kdenlive before 24.08 has one subtitle track) calls it with its merged cues."""
     subs = pysubs2.SSAFile()
-    subs.events = sorted(_events(_cues(tracks, lang), "Default"), key=lambda e: e.start)
+    subs.events = sorted(_events(cues, "Default"), key=lambda e: e.start)
     return subs.to_string("srt")
 
 

@@ -117,3 +117,44 @@ class Journal:
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class StaleJournal:
+    """A journal left by a run that did not finish."""
+
+    path: Path
+    size: int
+    age_days: float
+
+
+def stale_journals(directory: Path, *, older_than_days: float = 0.0) -> list[StaleJournal]:
+    """Journals in ``directory`` not touched for ``older_than_days`` days, oldest first.
+
+    A finished file removes its journal, so what stays is from interrupted or failed
+    runs; one younger than a few days may still be resumed (the same command again)."""
+    import time
+
+    now = time.time()
+    found = []
+    for path in sorted(directory.glob("*.jsonl")) if directory.is_dir() else []:
+        try:
+            info = path.stat()
+        except OSError:
+            continue
+        age = (now - info.st_mtime) / 86400
+        if age >= older_than_days:
+            found.append(StaleJournal(path, info.st_size, age))
+    return sorted(found, key=lambda j: -j.age_days)
+
+
+def remove_journals(journals: Iterable[StaleJournal]) -> int:
+    """Delete ``journals``; returns the bytes freed."""
+    freed = 0
+    for journal in journals:
+        try:
+            journal.path.unlink()
+        except FileNotFoundError:
+            continue
+        freed += journal.size
+    return freed

@@ -22,6 +22,14 @@ def header(event: str, time: float) -> dict[str, Any]:
     return {"v": JSONL_VERSION, "event": event, "time": round(time, 3)}
 
 
+def _encodable(text: str, stream: IO[str]) -> bool:
+    try:
+        text.encode(getattr(stream, "encoding", None) or "utf-8")
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
+
+
 class JsonLinesWriter:
     """Writes one JSON object per line to ``stream``, flushed, thread-safe."""
 
@@ -33,6 +41,9 @@ class JsonLinesWriter:
     def write(self, data: Mapping[str, Any]) -> bool:
         """Write ``data`` as one line; False once the reader is gone (nothing written)."""
         text = json.dumps(data, ensure_ascii=False, default=str) + "\n"
+        if not _encodable(text, self.stream):
+            # A file name that is not UTF-8: escape it (\udcff is valid JSON) rather than fail.
+            text = json.dumps(data, ensure_ascii=True, default=str) + "\n"
         with self._lock:
             if self.broken:
                 return False

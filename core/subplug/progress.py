@@ -101,6 +101,10 @@ class RichProgress:
         self.warnings: list[tuple[Path | None, str]] = []
         self.started = False
         self.current: Path | None = None
+        self.done: list[dict[str, Any]] = []
+        """``file-done`` data of every file, in order."""
+        self.job: dict[str, Any] = {}
+        """``job-done`` data."""
 
     def _task(self, media: Path) -> Any:
         if media not in self.tasks:
@@ -128,8 +132,13 @@ class RichProgress:
                 self.progress.update(self.tasks[self.current], stage=STAGE_LABELS["model-load"])
         elif event.kind == "progress" and media is not None:
             self.totals[media] = data["total"]
-            self.progress.update(self._task(media), completed=data["done"], total=data["total"])
+            # Moves inside a batch too: ``fraction`` counts the tokens generated so far.
+            completed = data.get("fraction", 0.0) * data["total"] or data["done"]
+            self.progress.update(self._task(media), completed=completed, total=data["total"])
+        elif event.kind == "job-done":
+            self.job = dict(data)
         elif event.kind == "file-done" and media is not None:
+            self.done.append(dict(data))
             task = self._task(media)
             total = self.totals.get(media, 0)
             self.progress.update(task, stage="done", completed=total, total=total)
@@ -161,7 +170,8 @@ class RichProgress:
             if tracks is None:
                 continue
             for path in tracks.outputs:
-                out.print(f"[green]wrote[/] {escape(str(path))}")
+                shown = str(path.parent / _short(path))
+                out.print(f"[green]wrote[/] {escape(shown)}")
         for media, error in self.errors:
             message = error["message"]
             name = _short(media)
@@ -170,7 +180,56 @@ class RichProgress:
             out.print(f"[bold red]error:[/] {escape(message)} [dim]\\[{error['reference']}][/]")
             if error.get("hint"):
                 out.print(f"[bold]hint:[/] {escape(error['hint'])}")
+        for line in summary_lines(self.done, self.job, len(results)):
+            out.print(escape(line))
+
+
+def summary_lines(done: Sequence[dict[str, Any]], job: dict[str, Any], files: int) -> list[str]:
+    """The end-of-run summary: files done of all, time, audio and speed, cues per
+    language, chunks reused from an interrupted run, failures. Pure (from events)."""
+    from subplug.languages import language_name
+
+    if not job:
+        return []
+    ok, failed = int(job.get("ok", 0)), int(job.get("failed", 0))
+    seconds = float(job.get("seconds") or 0.0)
+    audio = float(job.get("audio_seconds") or 0.0)
+    head = f"Done: {ok} of {files} file{'s' if files != 1 else ''} in {_clock(seconds)}"
+    if audio > 0 and seconds > 0:
+        head += f": {_clock(audio)} of audio at {audio / seconds:.2f}x real time"
+    lines = [head + "."]
+    cues: dict[str, int] = {}
+    for data in done:
+        for lang, count in (data.get("cues") or {}).items():
+            cues[lang] = cues.get(lang, 0) + int(count)
+    written = sum(len(data.get("outputs") or []) for data in done)
+    if cues:
+        counts = ", ".join(f"{n} {language_name(lang)}" for lang, n in cues.items())
+        lines.append(f"Cues: {counts}; {written} file{'s' if written != 1 else ''} written.")
+    resumed = sum(int(data.get("resumed") or 0) for data in done)
+    if resumed:
+        lines.append(
+            f"Resumed an interrupted run: {resumed} chunk{'s' if resumed != 1 else ''} "
+            "taken from its journal."
+        )
+    if failed:
+        lines.append(f"{failed} file{'s' if failed != 1 else ''} failed (see the errors above).")
+    return lines
+
+
+def _clock(seconds: float) -> str:
+    """``42 s``, ``3 min 05 s``, ``1 h 02 min``."""
+    whole = int(round(seconds))
+    if whole < 60:
+        return f"{seconds:.1f} s" if seconds < 10 else f"{whole} s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
 
 
 def _short(media: Path | None) -> str:
-    return "" if media is None else media.name
+    from subplug.files import printable_name
+
+    return "" if media is None else printable_name(media)

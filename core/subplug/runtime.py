@@ -14,7 +14,10 @@ the float weights. Small models (the tiny test model) are never quantised by ``a
 there is nothing to gain. See :func:`choose_quantize` and :mod:`subplug.quant`.
 
 Dtype (of an unquantised model; a quantised one computes in float32): ``auto`` is
-bfloat16 on GPUs that support it, float16 on older GPUs and on MPS. On the CPU it is
+bfloat16 on GPUs that support it, and float32 on older GPUs (T4, V100) and on Apple MPS:
+not float16, because Gemma 3 models overflow in it (activations past 65,504 turn into
+inf/NaN; transformers issue #39972) and the adapter was trained in bfloat16 — ask for
+``--dtype fp16`` only where it was checked. On the CPU it is
 bfloat16 on CPUs that multiply it natively (AVX512-BF16 or AMX), and ``bf16-upcast`` on
 the others: bfloat16 weights (half the memory of float32) with every product of two or
 more rows computed in float32, which AVX2-only CPUs do several times faster than
@@ -195,7 +198,8 @@ def choose_dtype(spec: str, device: str, *, bf16_supported: bool | None = None) 
     """Canonical dtype name for ``spec`` on ``device``. Pure when ``bf16_supported`` is
     given (``None``: ask torch for CUDA devices, /proc/cpuinfo for the CPU).
 
-    ``auto``: bfloat16 on GPUs that support it, float16 on other GPUs and MPS; on the
+    ``auto``: bfloat16 on GPUs that support it, float32 on other GPUs and MPS (float16
+    overflows in Gemma 3 models: module docstring); on the
     CPU :data:`CPU_DTYPE_NATIVE_BF16` when it has native bfloat16 arithmetic, else
     :data:`CPU_DTYPE_OTHER`. float16 on the CPU is refused (slow and unsupported by many
     CPU kernels); ``bf16-upcast`` is CPU-only.
@@ -214,10 +218,10 @@ def choose_dtype(spec: str, device: str, *, bf16_supported: bool | None = None) 
                 bf16_supported = cpu_native_bf16()
             return CPU_DTYPE_NATIVE_BF16 if bf16_supported else CPU_DTYPE_OTHER
         if kind == "mps":
-            return "float16"
+            return "float32"
         if bf16_supported is None:
             bf16_supported = _cuda_bf16_supported(device)
-        return "bfloat16" if bf16_supported else "float16"
+        return "bfloat16" if bf16_supported else "float32"
     if name == "float16" and kind == "cpu":
         raise SubplugError(
             "bad-dtype",

@@ -116,7 +116,16 @@ def _run_steps(work: Path, console: Any, steps: list[Step], current: list[str]) 
     def record(name: str, seconds: float, result: str) -> None:
         steps.append(Step(name, seconds, result))
         if console is not None:
-            console.print(f"  [green]✓[/] {name:<16} {seconds:6.2f} s  {escape(result)}")
+            from rich.table import Table
+
+            # A grid, so a long result wraps at words under its own column.
+            line = Table.grid(padding=(0, 1))
+            line.add_column(width=3, justify="right")
+            line.add_column(width=16)
+            line.add_column(width=8, justify="right")
+            line.add_column(ratio=1)
+            line.add_row("[green]✓[/]", escape(name), f"{seconds:.2f} s", escape(result))
+            console.print(line, soft_wrap=False)
 
     started = time.perf_counter()
     import torch
@@ -190,7 +199,11 @@ def _run_steps(work: Path, console: Any, steps: list[Step], current: list[str]) 
             written = engine.write(tracks, options)
     finally:
         backend.close()
-    cue_count = {lang: len(track.cues) for lang, track in tracks.tracks.items()}
+    from subplug.languages import language_name
+
+    cue_count = ", ".join(
+        f"{len(track.cues)} {language_name(lang)}" for lang, track in tracks.tracks.items()
+    )
     for path in written.outputs:
         subs = pysubs2.load(str(path))
         if not len(subs):
@@ -201,7 +214,7 @@ def _run_steps(work: Path, console: Any, steps: list[Step], current: list[str]) 
     record(
         "write",
         time.perf_counter() - started,
-        f"{len(written.outputs)} files, cues {cue_count}",
+        f"{len(written.outputs)} files; cues: {cue_count}",
     )
     return steps
 

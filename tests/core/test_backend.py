@@ -377,3 +377,36 @@ def test_out_of_memory_halves_the_batch_and_keeps_every_chunk(
         "Out of memory on cpu; retrying with batch size 2.",
         "Out of memory on cpu; retrying with batch size 1.",
     ]
+
+
+def test_model_files_are_readable_by_others_and_unreadable_ones_are_said_plainly(
+    built: dict[str, Path], tmp_path: Path
+) -> None:
+    """The tiny model's files get the usual 0644 (its weights went through a private
+    temporary file); a model file that cannot be read is one clear error before loading,
+    not a misleading 'file not found' from deep inside transformers."""
+    import stat
+
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in built["base"].iterdir()}
+    assert modes["model.safetensors"] == modes["config.json"] == 0o644, modes
+    broken = tmp_path / "broken"
+    shutil.copytree(built["base"], broken)
+    (broken / "model.safetensors").unlink()
+    (broken / "model.safetensors").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(SubplugError) as error:
+        create_backend.check(BackendOptions(model=str(broken)))
+    assert error.value.reference == "model-unreadable"
+    assert "model.safetensors" in error.value.message and error.value.hint
+
+
+def test_audio_features_are_read_under_either_transformers_name() -> None:
+    """transformers 5.24's processor returns ``input_features``; its main branch renames
+    them ``audio_features``: both are read."""
+    import numpy as np
+    from subplug.backends.gemma3n_model import audio_features
+
+    features, mask = np.ones((1, 5, 128)), np.ones((1, 5), bool)
+    assert audio_features({"input_features": features, "input_features_mask": mask})[0] is features
+    assert audio_features({"audio_features": features, "audio_features_mask": mask})[1] is mask
+    with pytest.raises(KeyError, match="no audio features"):
+        audio_features({"input_ids": features})

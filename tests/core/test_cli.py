@@ -463,3 +463,106 @@ def test_doctor_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert checks["models"]["status"] == "warn"  # an empty cache: a hint to pull or import
     assert report["ok"] is (code == 0)
     assert report["ok"] is all(c["status"] != "fail" for c in report["checks"])
+
+
+def test_doctor_in_a_pipe_is_plain_text_and_not_ready_without_a_model() -> None:
+    """Piped: no colour codes, no spaces at line ends; with an empty cache the last line
+    says what is missing instead of "Ready."."""
+    result = subprocess.run(
+        [sys.executable, "-m", "subplug", "doctor"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "COLUMNS": "80"},
+    )
+    lines = result.stdout.splitlines()
+    assert lines and all(line == line.rstrip() for line in lines), lines
+    assert "\x1b[" not in result.stdout
+    assert any(line.startswith("models ") and " warn " in line for line in lines)
+    assert "no model is in the cache yet" in lines[-1] and "subplug models pull" in lines[-1]
+    assert "Ready." not in result.stdout
+    assert result.returncode == 0
+
+
+def test_doctor_verdict_says_ready_only_when_a_model_is_there() -> None:
+    from subplug.doctor import CheckOutcome, Report, verdict
+
+    def outcome(name: str, status: CheckStatus) -> CheckOutcome:
+        return CheckOutcome(name, "g", CheckResult(status, "x", "h"), 0.0)
+
+    ok = Report([outcome("models", CheckStatus.OK), outcome("python", CheckStatus.OK)])
+    assert verdict(ok, self_test=False) == ("green", "Ready.")
+    assert verdict(ok, self_test=True) == ("green", "Self-test passed: ready.")
+    warned = Report([outcome("models", CheckStatus.OK), outcome("vlc", CheckStatus.WARN)])
+    assert verdict(warned, self_test=False) == ("green", "Ready (1 warning above).")
+    empty = Report([outcome("models", CheckStatus.WARN)])
+    style, text = verdict(empty, self_test=True)
+    assert style == "yellow" and "no model is in the cache yet" in text
+    failed = Report([outcome("models", CheckStatus.OK), outcome("pyav", CheckStatus.FAIL)])
+    assert verdict(failed, self_test=False)[0] == "red"
+
+
+def test_models_list_shows_the_default_legend_only_with_the_default_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from subplug import cache
+    from subplug.testing.tiny import build_tiny_model
+
+    cache.import_model(build_tiny_model(tmp_path / "tiny"), name="tiny")
+    assert main(["models", "list"]) == 0
+    assert "default model" not in capsys.readouterr().out
+
+
+def test_summary_lines_count_files_time_audio_cues_and_resumed_chunks() -> None:
+    from subplug.progress import summary_lines
+
+    done = [
+        {"cues": {"en": 3, "mn": 3}, "outputs": [{}, {}, {}], "resumed": 2, "duration": 60.0},
+        {"cues": {"en": 1, "mn": 0}, "outputs": [{}], "resumed": 0, "duration": 30.0},
+    ]
+    job = {"ok": 2, "failed": 1, "audio_seconds": 90.0, "seconds": 45.0}
+    lines = summary_lines(done, job, 3)
+    assert lines == [
+        "Done: 2 of 3 files in 45 s: 1 min 30 s of audio at 2.00x real time.",
+        "Cues: 4 English, 3 Mongolian; 4 files written.",
+        "Resumed an interrupted run: 2 chunks taken from its journal.",
+        "1 file failed (see the errors above).",
+    ]
+    assert summary_lines([], {}, 1) == []
+
+
+def test_generate_ends_with_a_summary(
+    clip: Path, fake_backend: FakeBackendPlugin, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["generate", "--backend", "fake", "--source", "en", str(clip)]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "Done: 1 of 1 file in " in err and "of audio at " in err
+    assert "English" in err and "files written" in err
+
+
+def test_names_that_are_not_utf8_or_hold_a_newline_are_subtitled(
+    clip: Path, fake_backend: FakeBackendPlugin, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file name with bytes that are not UTF-8 (Python keeps them as lone surrogates)
+    or with a line break: subtitles are written beside it, the .ass title and the
+    messages show a printable name, and --jsonl stays valid JSON."""
+    odd = clip.with_name(os.fsdecode(b"bad\xff.mp4"))
+    broken = clip.with_name("line\nbreak.mp4")
+    shutil.copy(clip, odd)
+    shutil.copy(clip, broken)
+    assert main(["generate", "--backend", "fake", "--source", "en", str(odd), str(broken)]) == 0
+    ass = odd.with_name(os.fsdecode(b"bad\xff.en-mn.ass"))
+    assert ass.exists() and odd.with_name(os.fsdecode(b"bad\xff.en.srt")).exists()
+    titles = [
+        p.read_text(encoding="utf-8") for p in (ass, broken.with_name("line\nbreak.en-mn.ass"))
+    ]
+    assert "Title: bad\ufffd.mp4" in titles[0] and "Title: line break.mp4" in titles[1]
+    err = capsys.readouterr().err
+    assert "bad\ufffd.en-mn.ass" in err and "Done: 2 of 2 files" in " ".join(err.split())
+    code = main(
+        ["generate", "--backend", "fake", "--source", "en", "--jsonl", "--overwrite", str(odd)]
+    )
+    assert code == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert events[-1]["event"] == "job-done" and events[-1]["ok"] == 1

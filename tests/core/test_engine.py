@@ -445,10 +445,13 @@ class _Sized(FakeBackend):
 
 
 def test_batches_follow_the_backend_and_hold_chunks_of_similar_length(
-    clip: SpeechClip, recorder: Recorder
+    clip: SpeechClip, recorder: Recorder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Without --batch-size the backend's own batch size decides the group (no fixed
     cap of 8), and the longest chunks go together (their answers are the longest)."""
+    from subplug import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "PARTIAL_PROGRESS_EVERY", 0.0)  # every report
     made: list[_Sized] = []
 
     class Plugin:

@@ -203,3 +203,45 @@ def test_a_file_that_appears_meanwhile_is_left_alone(tmp_path: Path) -> None:
         files._commit(temp, target, overwrite=False)
     assert info.value.reference == "output-exists"
     assert target.read_text(encoding="utf-8") == "theirs"
+
+
+def test_ass_lays_the_second_language_out_per_cue_and_libass_draws_it_so(tmp_path: Path) -> None:
+    """English sits just above the Mongolian shown with it: higher over two lines than
+    over one, and at the bottom margin when no Mongolian is shown. Checked on frames
+    libass draws (ffmpeg's subtitles filter): the English (pale yellow) text's lowest
+    row moves down from frame to frame."""
+    import shutil
+    import subprocess
+
+    import numpy as np
+    from PIL import Image
+
+    en = (Cue(0.2, 1.8, ("Two lines below",)), Cue(2.2, 3.8, ("One line below",)),
+          Cue(4.2, 5.8, ("Nothing below",)))  # fmt: skip
+    mn = (Cue(0.2, 1.8, ("Хоёр мөр", "доор нь")), Cue(2.2, 3.8, ("Нэг мөр",)))
+    tracks = Tracks(Path("t.mp4"), "en", {"en": Track("en", en), "mn": Track("mn", mn)})
+    style = StyleOptions(play_res=(640, 360), font_size=24, second_font_size=20)
+    text = formats.render_ass(tracks, ["en", "mn"], style)
+    subs = _load(text, "ass")
+    margins = [e.marginv for e in subs if e.style == "EN"]
+    bottom = subs.styles["MN"].marginv
+    assert margins[0] > margins[1] > margins[2] == bottom, margins
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg is needed to draw the frames (Debian package ffmpeg)")
+    script = tmp_path / "t.ass"
+    script.write_text(text, encoding="utf-8")
+    lowest = []
+    for at in (1.0, 3.0, 5.0):
+        frame = tmp_path / f"{at}.png"
+        subprocess.run(
+            ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "color=black:s=640x360:d=6",
+             "-ss", str(at), "-vf", f"subtitles={script}", "-frames:v", "1", str(frame)],
+            check=True, timeout=60,
+        )  # fmt: skip
+        pixels = np.asarray(Image.open(frame).convert("RGB")).astype(int)
+        r, g, b = pixels[..., 0], pixels[..., 1], pixels[..., 2]
+        yellow = (r > 200) & (g > 190) & (b < 190) & (g - b > 40)
+        rows = np.nonzero(yellow.any(axis=1))[0]
+        assert rows.size, f"no English text drawn at {at} s"
+        lowest.append(int(rows.max()))
+    assert lowest[0] < lowest[1] < lowest[2], lowest

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
+
+import pytest
 
 # The journal keys on the model's contents, fingerprinted by the cache.
 from subplug.cache import contents_fingerprint as model_fingerprint  # noqa: E402
@@ -118,3 +121,33 @@ def test_a_name_nothing_resolves_counts_as_itself() -> None:
     assert model_fingerprint("not-in-the-cache") == model_fingerprint("not-in-the-cache")
     assert model_fingerprint("not-in-the-cache") != model_fingerprint("another-name")
     assert model_fingerprint(None) == model_fingerprint(None)
+
+
+def test_stale_journals_are_found_reported_and_cleaned(
+    subplug_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Journals of runs that never finished stay in the cache: doctor reports those
+    older than two weeks and `subplug models clean` removes them (keeping recent ones,
+    which a rerun still resumes from)."""
+    from subplug.cache import journal_dir
+    from subplug.cli import main
+    from subplug.default_plugins.checks import check_journals
+    from subplug.journal import stale_journals
+
+    folder = journal_dir()
+    folder.mkdir(parents=True)
+    old, recent = folder / "old.jsonl", folder / "recent.jsonl"
+    old.write_text('{"chunk": 0}\n', encoding="utf-8")
+    recent.write_text('{"chunk": 0}\n', encoding="utf-8")
+    month_ago = time.time() - 30 * 86400
+    os.utime(old, (month_ago, month_ago))
+    assert [j.path.name for j in stale_journals(folder, older_than_days=14)] == ["old.jsonl"]
+    result = check_journals()
+    assert result.status.value == "warn" and "subplug models clean" in (result.hint or "")
+    assert main(["models", "clean", "--dry-run"]) == 0
+    assert "old.jsonl" in capsys.readouterr().out and old.exists()
+    assert main(["models", "clean"]) == 0
+    assert not old.exists() and recent.exists()
+    assert check_journals().status.value == "ok"
+    assert main(["models", "clean", "--older-than", "0"]) == 0
+    assert not recent.exists()

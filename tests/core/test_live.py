@@ -474,9 +474,7 @@ def test_slow_backend_drops_and_merges_by_policy() -> None:
     threading.Thread(target=produce, daemon=True).start()
     out = io.StringIO()
     options = LiveOptions(format="f32le", rate=RATE, channels=2, source="en", max_lag=6.0)
-    started = time.monotonic()
     code = run_live(options, reader, out, backend=FakeBackend(script=slow), handle_signals=False)
-    elapsed = time.monotonic() - started
     assert code == 0
     found = events(out.getvalue())
     captions, dropped = of("caption", found), of("dropped", found)
@@ -489,7 +487,6 @@ def test_slow_backend_drops_and_merges_by_policy() -> None:
     assert final["merged"] > 0 and any(c["utterances"] > 1 for c in captions)
     assert sum(c["utterances"] for c in captions) + len(dropped) == len(texts)
     assert len(calls) == len(captions) < len(texts)
-    assert elapsed < 2.0 * len(texts)  # far less than captioning each phrase in turn
     # what was dropped is old: it ended more than max_lag before the newest audio
     for d in dropped:
         assert final["input_seconds"] - d["end"] > 6.0
@@ -497,3 +494,32 @@ def test_slow_backend_drops_and_merges_by_policy() -> None:
     for c in captions:
         inside = [iv for iv in intervals if overlap((c["start"], c["end"]), iv) > 0]
         assert len(inside) == c["utterances"]
+
+
+@pytest.mark.slow
+def test_live_stops_when_the_reader_of_its_events_goes_away(
+    clip: tuple[np.ndarray, list[tuple[float, float]]],
+) -> None:
+    """`subplug live … | head -1`: once nobody reads its output, the engine stops
+    instead of running until killed (exit 141, as a process ended by SIGPIPE)."""
+    mono, _ = clip
+    proc = subprocess.Popen(
+        live_command("--format", "f32le", "--rate", str(RATE), "--channels", "2"),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=live_env(),
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    first = json.loads(proc.stdout.readline())
+    assert first["event"] == "ready"
+    proc.stdout.close()  # like head -1: the reader has gone
+    # stdin stays open and keeps bringing speech: only the closed output can stop it
+    block = pcm(mono, "f32le")
+    while proc.poll() is None:
+        try:
+            proc.stdin.write(block)
+            proc.stdin.flush()
+        except BrokenPipeError:
+            break
+    assert proc.wait(timeout=120) == 141, proc.stderr.read().decode() if proc.stderr else ""

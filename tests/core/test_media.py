@@ -21,8 +21,7 @@ from subplug.testing.media import (
 )
 from subplug.types import SAMPLE_RATE
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
-JFK = SHARED / "fixtures" / "audio" / "en" / "jfk.flac"
+JFK = Path(__file__).resolve().parents[1] / "fixtures" / "audio" / "en" / "jfk.flac"
 
 #: Samples a lossy encoder may add at the end (one codec frame), at the encoded rate.
 PADDING = {"aac": 1024, "ac3": 1536, "mp3": 1152, "vorbis": 2048, "opus": 960}
@@ -308,8 +307,6 @@ def test_unknown_or_wrong_duration_grows_the_buffer(tmp_path: Path, muxer: str) 
 
 
 def test_jfk_fixture_matches_ffmpeg() -> None:
-    if not JFK.exists():
-        pytest.skip(f"shared fixtures absent ({JFK} not found)")
     info = media.probe(JFK)
     assert info.container == "flac"
     assert info.duration == pytest.approx(11.0, abs=0.02)

@@ -70,8 +70,9 @@ def test_resolve_device_on_this_machine_is_the_cpu() -> None:
 
 def test_gpu_dtype_follows_bf16_support() -> None:
     assert runtime.choose_dtype("auto", "cuda:0", bf16_supported=True) == "bfloat16"
-    assert runtime.choose_dtype("auto", "cuda:0", bf16_supported=False) == "float16"
-    assert runtime.choose_dtype("auto", "mps") == "float16"
+    # float16 overflows in Gemma 3 models: GPUs without bf16 (T4, V100) and MPS get float32
+    assert runtime.choose_dtype("auto", "cuda:0", bf16_supported=False) == "float32"
+    assert runtime.choose_dtype("auto", "mps") == "float32"
     assert runtime.choose_dtype("fp16", "cuda:0", bf16_supported=True) == "float16"
 
 

@@ -29,8 +29,7 @@ from subplug.segment import (
 )
 from subplug.types import SAMPLE_RATE, ChunkSpan, SpeechRegion
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
-JFK = SHARED / "fixtures" / "audio" / "en" / "jfk.flac"
+JFK = Path(__file__).resolve().parents[1] / "fixtures" / "audio" / "en" / "jfk.flac"
 TOL = 1e-9
 R = SpeechRegion
 
@@ -442,7 +441,6 @@ def test_vad_leaves_torch_threads_and_import_light() -> None:
     assert result.stdout.strip() == "2"
 
 
-@pytest.mark.skipif(not JFK.exists(), reason=f"shared fixtures absent: {JFK} not found")
 def test_jfk_is_speech_in_one_chunk() -> None:
     audio = _decode_16k_mono(JFK)
     total = len(audio) / SAMPLE_RATE

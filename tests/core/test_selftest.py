@@ -67,5 +67,7 @@ def test_doctor_self_test_from_the_command_line(capsys: pytest.CaptureFixture[st
     assert check["status"] == "ok", check
     assert [s["name"] for s in check["details"]["steps"]] == STEPS
     assert "whole pipeline ran offline" in check["summary"]
+    write = next(s for s in check["details"]["steps"] if s["name"] == "write")
+    assert "{" not in write["result"] and " English" in write["result"], write
     failed = [c["name"] for c in report["checks"] if c["status"] == "fail"]
     assert code == (1 if failed else 0)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from subplug.backends.gemma3n import render_prompt
+from subplug.backends.gemma3n_model import audio_features, render_prompt
 
 from subplug_training.recipe import MASKING_MODES
 
@@ -110,8 +110,8 @@ class Collator:
         return Encoded(
             prompt_ids=encoded["input_ids"][0].astype(np.int64),
             answer_ids=np.asarray(self.answer_ids(target), dtype=np.int64),
-            features=encoded["input_features"][0].astype(np.float32),
-            feature_mask=encoded["input_features_mask"][0].astype(bool),
+            features=audio_features(encoded)[0][0].astype(np.float32),
+            feature_mask=audio_features(encoded)[1][0].astype(bool),
         )
 
     def labels(self, item: Encoded) -> np.ndarray:

@@ -18,8 +18,8 @@ factory and the functions that need them.
 
 from __future__ import annotations
 
-import json
 import logging
+import os
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -31,6 +31,7 @@ from subplug import memory
 from subplug.backends.gemma3n_model import (  # noqa: F401  (public here too)
     AUDIO_PAD_FRAMES,
     _load_config,
+    audio_features,
     audio_only_model_class,
     checkpoint_vision_params,
     count_params,
@@ -113,15 +114,12 @@ class ModelLocation:
 
 def _locate(spec: str | None, base: str | None = None) -> ModelLocation:
     """Find the model named or pointed to by ``spec`` with the model cache
-    (:func:`subplug.cache.resolve_model`); without it, ``spec`` must be a folder.
-    ``base`` overrides an adapter's base model (a cache name or folder)."""
-    try:
-        from subplug.cache import resolve_model
-    except ImportError:
-        location = _locate_folder(spec, base)
-    else:
-        found = resolve_model(spec, base=base)
-        location = ModelLocation(found.name, Path(found.path), found.is_adapter, found.base)
+    (:func:`subplug.cache.resolve_model`: a cache name or a folder); ``base`` overrides
+    an adapter's base model (a cache name or folder). Every file must be readable."""
+    from subplug.cache import resolve_model
+
+    found = resolve_model(spec, base=base)
+    location = ModelLocation(found.name, Path(found.path), found.is_adapter, found.base)
     if location.is_adapter and location.base is None:
         raise SubplugError(
             "adapter-base-missing",
@@ -129,28 +127,29 @@ def _locate(spec: str | None, base: str | None = None) -> ModelLocation:
             "Import the base model with `subplug models import PATH`, or name its folder "
             "with the backend option base=PATH.",
         )
+    for folder in (location.path, location.base):
+        if folder is not None:
+            _check_readable(folder)
     return location
 
 
-def _locate_folder(spec: str | None, base: str | None) -> ModelLocation:
-    path = Path(spec).expanduser() if spec else None
-    if path is None or not path.is_dir():
-        raise SubplugError(
-            "model-not-found",
-            f"No model folder at {spec!r}." if spec else "No model given.",
-            "Download it with `subplug models pull`, or copy it from another machine "
-            "with `subplug models import PATH`.",
-        )
-    adapter_config = path / "adapter_config.json"
-    if not adapter_config.is_file():
-        return ModelLocation(None, path.resolve(), False, None)
-    named = base or json.loads(adapter_config.read_text(encoding="utf-8")).get(
-        "base_model_name_or_path"
-    )
-    folder = Path(named).expanduser() if named else None
-    return ModelLocation(
-        None, path.resolve(), True, folder.resolve() if folder and folder.is_dir() else None
-    )
+def _check_readable(folder: Path) -> None:
+    """``model-unreadable`` when a file of the model cannot be read by this user (a
+    folder made by another user with private files): said plainly, before loading."""
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith("."):
+            continue
+        if not path.is_file() or not os.access(path, os.R_OK):
+            if path.is_dir():
+                continue
+            raise SubplugError(
+                "model-unreadable",
+                f"Cannot read {path}: {'not a file' if path.exists() else 'it is gone'}"
+                if not path.is_file()
+                else f"Cannot read {path}: permission denied.",
+                f"Make the model's files readable (chmod a+r {folder}/*), or ask the user "
+                "who made them to.",
+            )
 
 
 #: Characters an answer cannot keep: the replacement character (a byte-fallback
@@ -468,8 +467,8 @@ class Gemma3nBackend:
         )
         return _Prepared(
             input_ids=encoded["input_ids"][0],
-            features=encoded["input_features"][0],
-            feature_mask=encoded["input_features_mask"][0].astype(bool),
+            features=audio_features(encoded)[0][0],
+            feature_mask=audio_features(encoded)[1][0].astype(bool),
         )
 
     def prompt_ids(self, instruction: str) -> list[int]:
@@ -501,8 +500,9 @@ class Gemma3nBackend:
             return cached
         samples = np.asarray(request.chunk.samples, dtype=np.float32)
         encoded = self.processor.feature_extractor([samples], return_tensors="np")
-        features = encoded["input_features"][0]
-        mask = encoded["input_features_mask"][0].astype(bool)
+        found, found_mask = audio_features(encoded)
+        features = found[0]
+        mask = found_mask[0].astype(bool)
         pad = np.zeros((AUDIO_PAD_FRAMES, features.shape[-1]), dtype=features.dtype)
         dtype = next(self.model.parameters()).dtype
         audio = encode_audio(
@@ -621,9 +621,11 @@ def _note_unusable_adapter_tensors(model: Any, adapter_dir: Path) -> dict[str, i
     """Find adapter tensors whose target module this model does not have, and log a note.
 
     Adapters trained with transformers < 5 carry LoRA weights for ``k_proj``/``v_proj``
-    of the KV-shared layers; transformers 5 builds no such projections (those layers
-    reuse earlier layers' keys and values, so the weights were unused anyway). They are
-    skipped with a note, never an error. Returns counts by reason.
+    of the KV-shared layers; transformers 5 builds no such projections. (Trained they
+    were — transformers 4.5x let those layers compute their own keys and values without
+    a cache, as in training — but at inference both versions reuse earlier layers' keys
+    and values, so they do not change the output.) They are skipped with a note, never
+    an error. Returns counts by reason.
     """
     from safetensors import safe_open
 
@@ -656,8 +658,9 @@ def _note_unusable_adapter_tensors(model: Any, adapter_dir: Path) -> dict[str, i
         layers = sorted(shared_layers)
         log.info(
             "Note: the adapter has %d LoRA tensors for k_proj/v_proj of the KV-shared layers "
-            "%d-%d (it was trained with an older transformers). transformers 5 shares those "
-            "layers' keys and values, so these weights were unused and are skipped.",
+            "%d-%d (it was trained with an older transformers). At inference those layers "
+            "reuse earlier layers' keys and values, so these weights change nothing and are "
+            "skipped.",
             counts["kv-shared"],
             layers[0],
             layers[-1],

@@ -158,6 +158,18 @@ def quiet_loading() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+def audio_features(encoded: Any) -> tuple[Any, Any]:
+    """The mel features and their validity mask from a Gemma 3n processor's output.
+
+    transformers 5.24 names them ``input_features`` / ``input_features_mask``; its main
+    branch renames them ``audio_features`` / ``audio_features_mask``: both are read, so
+    a newer transformers (pyproject allows < 6) keeps working."""
+    for name in ("input_features", "audio_features"):
+        if name in encoded:
+            return encoded[name], encoded[f"{name}_mask"]
+    raise KeyError(f"no audio features in the processor's output ({', '.join(encoded)})")
+
+
 # --------------------------------------------------------------------- memory
 
 

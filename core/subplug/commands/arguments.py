@@ -109,6 +109,30 @@ def add_precision_arguments(parser: argparse._ActionsContainer) -> None:
     )
 
 
+def add_batch_size_argument(parser: argparse._ActionsContainer) -> None:
+    """Add ``--batch-size`` (chunks per model call)."""
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="chunks per model call (default: from free memory)",
+    )
+
+
+def add_max_chars_argument(parser: argparse._ActionsContainer) -> None:
+    """Add ``--max-chars``, which :func:`generate_options` reads."""
+    from subplug.languages import DEFAULT_MAX_CHARS
+
+    parser.add_argument(
+        "--max-chars",
+        type=int,
+        default=DEFAULT_MAX_CHARS,
+        metavar="N",
+        help=f"characters per subtitle line (default: {DEFAULT_MAX_CHARS})",
+    )
+
+
 def add_bottom_argument(parser: argparse._ActionsContainer, *, where: str = "") -> None:
     """Add ``--bottom``, the language shown at the bottom of bilingual subtitles;
     ``where`` ends its help's first part (" in the .ass")."""

@@ -19,14 +19,15 @@ from types import FrameType
 from typing import Any
 
 from subplug.commands.arguments import (
+    add_batch_size_argument,
     add_bottom_argument,
     add_engine_arguments,
+    add_max_chars_argument,
     add_precision_arguments,
     generate_options,
     prepare_out_dir,
 )
 from subplug.errors import Cancelled, SubplugError
-from subplug.languages import DEFAULT_MAX_CHARS
 
 
 def setup(parser: argparse.ArgumentParser) -> None:
@@ -39,13 +40,7 @@ def setup(parser: argparse.ArgumentParser) -> None:
     )
     add_engine_arguments(parser, detects="per chunk", formats=True, model_default="gemma3n-en-mn")
     add_precision_arguments(parser)
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=None,
-        metavar="N",
-        help="chunks per model call (default: from free memory)",
-    )
+    add_batch_size_argument(parser)
     parser.add_argument(
         "--no-merge",
         action="store_true",
@@ -71,13 +66,7 @@ def setup(parser: argparse.ArgumentParser) -> None:
         help="audio stream to use, counting audio streams from 0",
     )
     add_bottom_argument(parser, where=" in the .ass")
-    parser.add_argument(
-        "--max-chars",
-        type=int,
-        default=DEFAULT_MAX_CHARS,
-        metavar="N",
-        help=f"characters per subtitle line (default: {DEFAULT_MAX_CHARS})",
-    )
+    add_max_chars_argument(parser)
     parser.add_argument(
         "--max-chunk",
         type=float,
@@ -141,12 +130,12 @@ def run(args: argparse.Namespace) -> int:
     out_dir = prepare_out_dir(args.out)
     files = _job_files(args, out_dir)
     if files is not None:
-        return _run_job(args, files)
+        return _run_job(args, files, out_dir)
     sink: Any = JsonlEvents(sys.stdout) if args.jsonl else RichProgress()
     plugins.register(sink, name="cli-events")
     try:
         options = generate_options(args, out_dir=out_dir)
-        with _sigterm_interrupts(), Engine() as engine:
+        with sigterm_interrupts(), Engine() as engine:
             results = engine.run(args.media, options)
     except KeyboardInterrupt:
         # Outside the model stage (which raises Cancelled itself): decoding, writing…
@@ -217,7 +206,7 @@ def _is_ray_address(text: str) -> bool:
     )
 
 
-def _run_job(args: argparse.Namespace, files: list[Any]) -> int:
+def _run_job(args: argparse.Namespace, files: list[Any], out_dir: Path | None) -> int:
     """A job of many files (module docstring); exit code 1 when some failed."""
     from subplug import plugins
 
@@ -232,9 +221,9 @@ def _run_job(args: argparse.Namespace, files: list[Any]) -> int:
     sink: Any = JsonlEvents(sys.stdout) if args.jsonl else JobDisplay()
     plugins.register(sink, name="cli-events")
     try:
-        options = generate_options(args)
+        options = generate_options(args, out_dir=out_dir)
         report = args.report.expanduser() if args.report is not None else None
-        with _sigterm_interrupts():
+        with sigterm_interrupts():
             state, code = run_job(
                 options, files, ray=args.ray, workers=args.workers, report_path=report
             )
@@ -256,7 +245,7 @@ def _run_job(args: argparse.Namespace, files: list[Any]) -> int:
 
 
 @contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
+def sigterm_interrupts() -> Iterator[None]:
     """SIGTERM (a host program cancelling the job) stops like Ctrl-C: journal kept,
     no partial output, exit code 130."""
 

@@ -106,6 +106,22 @@ def setup(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--check", action="store_true", help="measure agreement with the float model")
     p.add_argument("--force", action="store_true", help="make the copy again")
 
+    p = sub.add_parser(
+        "clean",
+        help="remove journals of runs that never finished",
+        description="Remove the resume journals of interrupted or failed runs (a finished "
+        "file removes its own). A journal younger than --older-than days is kept: running "
+        "the same command again still resumes from it.",
+    )
+    p.add_argument(
+        "--older-than",
+        type=float,
+        default=14.0,
+        metavar="DAYS",
+        help="keep journals younger than this (default: 14; 0 removes all)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="list them, remove nothing")
+
     p = sub.add_parser("rm", help="remove a model from the cache")
     p.add_argument("name", help="cache name")
     p.add_argument("--force", action="store_true", help="remove a base that adapters still use")
@@ -120,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
         "list": _list,
         "verify": _verify,
         "optimize": _optimize,
+        "clean": _clean,
         "rm": _rm,
     }
     return handlers[args.models_command](args)
@@ -177,10 +194,11 @@ def _list(args: argparse.Namespace) -> int:
             "`subplug models import PATH`."
         )
         return 0
+    starred = any(e.name == cache.DEFAULT_MODEL for e in entries)
     table = Table(
         title=f"Models in {cache.models_dir()}",
         title_justify="left",
-        caption=f"* default model ({cache.DEFAULT_MODEL})",
+        caption=f"* default model ({cache.DEFAULT_MODEL})" if starred else None,
         caption_justify="left",
     )
     for column in ("Name", "Kind", "Base", "Size", "State", "Revision"):
@@ -275,6 +293,31 @@ def _optimize(args: argparse.Namespace) -> int:
                 f"{args.quantize} still can."
             )
     out.print(f"`subplug generate` on a CPU now loads it when you use {escape(name)}.")
+    return 0
+
+
+def _clean(args: argparse.Namespace) -> int:
+    from subplug.errors import SubplugError
+    from subplug.journal import remove_journals, stale_journals
+
+    if args.older_than < 0:
+        raise SubplugError(
+            "bad-older-than", "--older-than cannot be negative.", "Give a number of days."
+        )
+    found = stale_journals(cache.journal_dir(), older_than_days=args.older_than)
+    out = _stdout()
+    if not found:
+        out.print(f"No journals older than {args.older_than:g} days.")
+        return 0
+    size = sum(j.size for j in found)
+    if args.dry_run:
+        for journal in found:
+            out.print(f"{escape(journal.path.name)}  {journal.age_days:.0f} days")
+        out.print(f"{len(found)} journal(s), {human_size(size)}; nothing removed (--dry-run).")
+        return 0
+    freed = remove_journals(found)
+    out.print(f"[green]✓[/] Removed {len(found)} journal(s) of unfinished runs "
+              f"(freed {human_size(freed)}).")  # fmt: skip
     return 0
 
 

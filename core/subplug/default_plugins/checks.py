@@ -177,6 +177,31 @@ def check_models() -> CheckResult:
     return CheckResult(OK, f"models: {names}", details={"models": [e.name for e in entries]})
 
 
+#: Journals older than this are reported by doctor as left over (a run resumes within it).
+STALE_JOURNAL_DAYS = 14
+
+
+def check_journals() -> CheckResult:
+    """Journals of runs that never finished, which nothing else removes."""
+    from subplug.cache import journal_dir
+    from subplug.journal import stale_journals
+
+    every = stale_journals(journal_dir())
+    old = [j for j in every if j.age_days >= STALE_JOURNAL_DAYS]
+    size = sum(j.size for j in old)
+    details = {"journals": len(every), "stale": len(old), "stale_bytes": size}
+    if not old:
+        text = f"{len(every)} interrupted run(s) can resume" if every else "no left-over journals"
+        return CheckResult(OK, text, details=details)
+    return CheckResult(
+        WARN,
+        f"{len(old)} journal(s) of runs interrupted over {STALE_JOURNAL_DAYS} days ago "
+        f"({size / 1024**2:.1f} MiB)",
+        f"Remove them with: subplug models clean --older-than {STALE_JOURNAL_DAYS}",
+        details=details,
+    )
+
+
 def check_speed() -> CheckResult:
     """Which setting ``generate`` uses here, and how fast E2B will run (measured probe)."""
     try:
@@ -188,9 +213,13 @@ def check_speed() -> CheckResult:
     device = runtime.resolve_device("auto")
     if runtime.device_kind(device) != "cpu":
         dtype = runtime.choose_dtype("auto", device)
+        why = (
+            "" if dtype == "bfloat16"
+            else " (this GPU has no bfloat16, and float16 overflows in Gemma 3 models)"
+        )  # fmt: skip
         return CheckResult(
             OK,
-            f"{device}: float weights ({dtype}), no quantisation (GPUs run float kernels fast)",
+            f"{device}: float weights in {dtype}{why}, no quantisation",
             details={"device": device, "dtype": dtype, "quantize": "none"},
         )
     runtime.configure_threads("cpu", None)
@@ -261,6 +290,7 @@ CORE_CHECKS: tuple[tuple[str, str, Callable[[], CheckResult]], ...] = (
     ("speech-detection", "media", check_vad),
     ("cache", "models", check_cache),
     ("models", "models", check_models),
+    ("journals", "models", check_journals),
     ("speed", "models", check_speed),
     ("plugins", "plugins", check_plugins),
 )

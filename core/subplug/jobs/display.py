@@ -1,15 +1,19 @@
 """The whole job as one progress bar on stderr — files done of all, hours of audio,
-audio-hours per hour, ETA — and a summary after it: counts, each failure with its hint,
-the warnings (the ``--report`` file has every row)."""
+audio-hours per hour, ETA — and a summary after it, as ``generate`` gives for one file
+(:func:`subplug.progress.summary_lines`): warnings, files written (counted when there
+are many), each failure with its hint, files skipped. The ``--report`` file has every
+row."""
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from subplug.files import printable_name
 from subplug.hookspecs import hookimpl
-from subplug.jobs.report import Report, summary_lines
+from subplug.jobs.report import SKIPPED, Report
 from subplug.types import JobEvent
 
 #: Failures and warnings listed one by one after the bar; more are counted.
@@ -38,11 +42,16 @@ class JobDisplay:
         self.task: Any = None
         self.warnings: list[tuple[Path | None, str, str]] = []
         self.errors: dict[str, dict[str, Any]] = {}
+        self.done: list[dict[str, Any]] = []
+        """``file-done`` data (cues, outputs, resumed chunks) for the summary."""
+        self.job: dict[str, Any] = {}
+        self.files = 0
 
     @hookimpl
     def subplug_job_event(self, event: JobEvent) -> None:
         data = event.data
         if event.kind == "job-start":
+            self.files = len(data["files"])
             self.progress.start()
             self.task = self.progress.add_task(
                 "", total=len(data["files"]), audio="", speed="", eta="", stage="starting"
@@ -66,31 +75,41 @@ class JobDisplay:
             self.warnings.append((event.media, str(data["reference"]), str(data["message"])))
         elif event.kind == "file-error" and event.media is not None:
             self.errors[str(event.media)] = data["error"]
+        elif event.kind == "file-done":
+            keep = ("cues", "outputs", "resumed")
+            self.done.append({k: data[k] for k in keep if k in data})
+        elif event.kind == "job-done":
+            self.job = dict(data)
 
     def close(self) -> None:
         if self.task is not None:
             self.progress.stop()
 
     def summary(self, report: Report) -> None:
-        """Counts, failures with their hints, warnings: after the bar."""
+        """Warnings, files written, failures with their hints, then the counts: after
+        the bar."""
         from rich.markup import escape
 
+        from subplug.progress import summary_lines
+
         out = self.console
-        lines = summary_lines(report, [(str(m), r) for m, r, _ in self.warnings])
-        out.print(f"[bold]{escape(lines[0])}[/]")
         for media, _reference, message in self.warnings[:LISTED]:
-            where = media.name + ": " if media else ""
+            where = printable_name(media) + ": " if media else ""
             out.print(f"[yellow]warning:[/] {escape(where + message)}")
         if len(self.warnings) > LISTED:
             counts = Counter(reference for _, reference, _ in self.warnings[LISTED:])
             more = ", ".join(f"{n} {ref}" for ref, n in counts.most_common())
             out.print(f"[yellow]warning:[/] … and {len(self.warnings) - LISTED} more ({more})")
-        failed = report.failed()
+        written = [path for row in report.rows if row.status != SKIPPED for path in row.outputs]
+        if len(written) <= LISTED:
+            for path in sorted(written):
+                out.print(f"[green]wrote[/] {escape(shown(path))}")
+        failed = sorted(report.failed(), key=lambda r: r.media)
         for row in failed[:LISTED]:
             error = row.error or {}
             out.print(
-                f"[bold red]failed:[/] {escape(row.media)}: {escape(str(error.get('message')))} "
-                f"[dim]\\[{error.get('reference')}][/]"
+                f"[bold red]failed:[/] {escape(shown(row.media))}: "
+                f"{escape(str(error.get('message')))} [dim]\\[{error.get('reference')}][/]"
             )
             if error.get("hint"):
                 out.print(f"  [bold]hint:[/] {escape(str(error['hint']))}")
@@ -98,6 +117,25 @@ class JobDisplay:
             counts = Counter(str((r.error or {}).get("reference")) for r in failed[LISTED:])
             more = ", ".join(f"{n} {ref}" for ref, n in counts.most_common())
             out.print(f"[bold red]failed:[/] … and {len(failed) - LISTED} more ({more})")
+        lines = summary_lines(self.done, self.job, self.files or len(report.rows))
+        for number, line in enumerate(lines):
+            out.print(f"[bold]{escape(line)}[/]" if number == 0 else escape(line))
+        skipped = report.count(SKIPPED)
+        if skipped:
+            out.print(
+                f"{skipped} file{'s' if skipped != 1 else ''} skipped: finished by an "
+                "earlier run with these settings (--overwrite does them again)."
+            )
+
+
+def shown(path: str | Path) -> str:
+    """A path as printable text: its name by :func:`subplug.files.printable_name`, its
+    folder with bytes that are not UTF-8 as U+FFFD."""
+    path = Path(path)
+    if str(path.parent) == ".":
+        return printable_name(path)
+    folder = os.fsencode(str(path.parent)).decode("utf-8", "replace")
+    return os.path.join(folder, printable_name(path))
 
 
 def _clock(seconds: float) -> str:

@@ -50,7 +50,8 @@ def mark_done(key: str, media: Path, outputs: Sequence[Path]) -> None:
     folder = done_dir()
     folder.mkdir(parents=True, exist_ok=True)
     record = {"media": str(media), "outputs": [str(p) for p in outputs]}
-    replace_atomic(folder / f"{key}.json", json.dumps(record, ensure_ascii=False).encode())
+    # ASCII JSON: a name that is not UTF-8 (lone surrogates) is kept as \udcXX escapes.
+    replace_atomic(folder / f"{key}.json", json.dumps(record).encode())
 
 
 def forget(key: str) -> None:

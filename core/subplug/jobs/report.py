@@ -11,7 +11,6 @@ import csv
 import io
 import json
 import threading
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,8 +83,11 @@ class Report:
         """Seconds of audio of the files done in this job."""
         return sum(row.duration or 0.0 for row in self.rows if row.status == DONE)
 
-    def render(self, path: Path) -> str:
-        """The report's text: CSV for a ``.csv`` name, JSON lines otherwise."""
+    def render(self, path: Path) -> bytes:
+        """The report's bytes: CSV for a ``.csv`` name, JSON lines otherwise (UTF-8).
+
+        A file name that is not UTF-8 stays the name's own bytes in CSV, and becomes a
+        ``\\udcXX`` escape in JSON (read back as the same name by Python)."""
         rows = sorted(self.rows, key=lambda r: r.media)
         if path.suffix.lower() == ".csv":
             buffer = io.StringIO()
@@ -108,8 +110,8 @@ class Report:
                         error.get("hint") or "",
                     ]
                 )
-            return buffer.getvalue()
-        return "".join(json.dumps(r.as_dict(), ensure_ascii=False) + "\n" for r in rows)
+            return buffer.getvalue().encode("utf-8", "surrogateescape")
+        return b"".join(_json_line(r.as_dict()) for r in rows)
 
     def write(self, path: Path) -> Path:
         """Write the report to ``path`` (module docstring)."""
@@ -118,19 +120,13 @@ class Report:
         return files.write_atomic(path, self.render(path), overwrite=True)
 
 
+def _json_line(data: dict[str, Any]) -> bytes:
+    text = json.dumps(data, ensure_ascii=False) + "\n"
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return (json.dumps(data) + "\n").encode("ascii")
+
+
 def error_row(media: Path | str, error: SubplugError) -> FileRow:
     return FileRow(str(media), FAILED, error=error.to_dict())
-
-
-def summary_lines(report: Report, warnings: Sequence[tuple[str, str]] = ()) -> list[str]:
-    """Plain lines for the end of a job: counts, then each failure with its reason."""
-    done, skipped, failed = (report.count(s) for s in (DONE, SKIPPED, FAILED))
-    hours = report.audio_seconds() / 3600
-    lines = [
-        f"{done} done ({hours:.2f} h of audio), {skipped} skipped (done before), "
-        f"{failed} failed, {len(warnings)} warning{'s' if len(warnings) != 1 else ''}"
-    ]
-    for row in sorted(report.failed(), key=lambda r: r.media):
-        error = row.error or {}
-        lines.append(f"failed: {row.media}: {error.get('message')} [{error.get('reference')}]")
-    return lines

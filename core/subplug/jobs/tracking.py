@@ -86,8 +86,10 @@ class JobState:
             None,
             ok=self.report.count(DONE) + skipped,
             failed=failed,
-            skipped=skipped,
             exit_code=exit_code,
+            audio_seconds=round(self.audio_done, 3),
+            seconds=round(time.monotonic() - self.started, 3),
+            skipped=skipped,
             report=None if report_path is None else str(report_path),
         )
         return exit_code
@@ -123,6 +125,7 @@ class JobState:
             done=done_chunks,
             total=total,
             percent=round(percent, 1),
+            fraction=round(min(1.0, share), 4),
             resumed=resumed,
         )
 
@@ -203,7 +206,7 @@ class JobState:
             outputs = [o.path for o in self.engine.outputs_for(tracks, options)]
             done.mark_done(key, prepared.media, outputs)
         try:
-            tracks = self.engine.write(tracks, options)
+            tracks = self.engine.write(tracks, options, resumed=resumed)
         except SubplugError as error:
             if key is not None:
                 done.forget(key)

@@ -71,6 +71,10 @@ class LiveStats:
 EventWriter = Callable[[dict[str, Any]], None]
 
 
+#: Exit code when the reader of the events went away (as a process killed by SIGPIPE).
+OUTPUT_GONE = 141
+
+
 class JsonLines:
     """The live engine's event lines (:class:`subplug.jsonl.JsonLinesWriter`), timed
     from the session's start."""
@@ -102,8 +106,9 @@ class LiveSession:
     ) -> None:
         self.options = validate(options)
         self.stdin = stdin
-        self.emit = emit
+        self._emit = emit
         self.stats = LiveStats()
+        self._output_gone = False
         self._backend = backend
         self._own_backend = backend is None
         self._lock = threading.Condition()
@@ -128,6 +133,17 @@ class LiveSession:
         """Finish early (SIGTERM): stop reading, caption what was heard, then return."""
         self._stop.set()
         self._input.close()
+
+    def emit(self, event: dict[str, Any]) -> None:
+        """Write one event; when the reader of our output has gone (a closed pipe), stop
+        at once: there is nobody to caption for."""
+        self._emit(event)
+        if getattr(self._emit, "broken", False) and not self._output_gone:
+            self._output_gone = True
+            self.stop()
+            with self._lock:
+                self._waiting.clear()
+                self._lock.notify_all()
 
     def run(self) -> int:
         """Run until end of input or :meth:`stop`; return the exit code."""
@@ -166,6 +182,8 @@ class LiveSession:
                 backend.close()
         if self._crashed:
             code = 1
+        if self._output_gone:
+            return OUTPUT_GONE
         with self._lock:
             final = self.stats.as_event()
         self.emit({"event": "stats", "final": True, "lag": 0.0, "backlog": 0, **final})
@@ -245,8 +263,10 @@ class LiveSession:
         groups = batch_size_of(backend, self.options.backend_options.batch_size)
         while True:
             with self._lock:
-                while not self._waiting and not self._segmenting_done:
+                while not self._waiting and not self._segmenting_done and not self._output_gone:
                     self._lock.wait(0.25)
+                if self._output_gone:
+                    return OUTPUT_GONE
                 if not self._waiting and self._segmenting_done:
                     return 0
                 plan = plan_work(

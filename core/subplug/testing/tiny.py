@@ -301,7 +301,21 @@ def build_tiny_model(
     with quiet_loading():
         model.save_pretrained(dest)
         build_processor().save_pretrained(dest)
+    _usual_modes(dest)
     return dest
+
+
+def _usual_modes(folder: Path) -> None:
+    """Give every file the mode a new file gets from the umask (0644 with the usual
+    022): the weights are written through a private temporary file (0600), which other
+    users could not read."""
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in folder.rglob("*"):
+        if path.is_file():
+            path.chmod(0o666 & ~mask)
 
 
 def build_tiny_adapter(
@@ -361,4 +375,5 @@ def build_tiny_adapter(
                 )
                 tensors[f"{prefix}.lora_B.weight"] = torch.randn(kv_out, r, generator=generator)
         save_file(tensors, weights_file, metadata={"format": "pt"})
+    _usual_modes(dest)
     return dest

@@ -36,7 +36,10 @@ def check_kdenlive() -> CheckResult:
     path = host.settings_file()
     if path.exists():
         entries = host.installed_entries(path.read_text(encoding="utf-8"))
-    if entries and not Path(entries.get("Binary", "")).exists():
+    outdated = entries and (
+        not Path(entries.get("Binary", "")).exists() or entries.get("Output") != host.JOB_OUTPUT
+    )
+    if outdated:
         return CheckResult(
             CheckStatus.WARN,
             f"Kdenlive {version}: {status.message}",

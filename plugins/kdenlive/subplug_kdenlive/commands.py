@@ -10,13 +10,24 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from subplug.cli import add_bottom_argument, add_engine_arguments
-from subplug.errors import SubplugError
+from subplug.commands.arguments import (
+    add_batch_size_argument,
+    add_bottom_argument,
+    add_engine_arguments,
+    add_max_chars_argument,
+    add_precision_arguments,
+    generate_options,
+)
+from subplug.commands.generate import sigterm_interrupts
+from subplug.errors import Cancelled, SubplugError
 
 
 def _engine_arguments(parser: argparse.ArgumentParser) -> None:
     add_engine_arguments(parser)
+    add_precision_arguments(parser)
+    add_batch_size_argument(parser)
     add_bottom_argument(parser)
+    add_max_chars_argument(parser)
 
 
 def setup(parser: argparse.ArgumentParser) -> None:
@@ -68,6 +79,13 @@ def setup(parser: argparse.ArgumentParser) -> None:
     )
     job_parser.add_argument("media", type=Path, metavar="SOURCE")
     job_parser.add_argument("output", type=Path, metavar="OUTPUT")
+    job_parser.add_argument(
+        "--home",
+        metavar="PATH",
+        help="subplug's data folder (models), percent-encoded (Kdenlive splits a job's "
+        "parameters at spaces); 'subplug install kdenlive' puts SUBPLUG_HOME here, so a "
+        "Kdenlive started from the desktop finds the same models. Overrides SUBPLUG_HOME.",
+    )
     _engine_arguments(job_parser)
     job_parser.set_defaults(_kdenlive=_run_job)
 
@@ -82,18 +100,6 @@ def run(args: argparse.Namespace) -> int:
         )
         return 2
     return int(action(args) or 0)
-
-
-def _generate_options(args: argparse.Namespace) -> Any:
-    from subplug.types import BackendOptions, GenerateOptions, StyleOptions
-
-    return GenerateOptions(
-        source=args.source,
-        targets=args.targets,
-        backend=args.backend,
-        backend_options=BackendOptions(model=args.model, device=args.device),
-        style=StyleOptions(bottom=args.bottom),
-    )
 
 
 def _run_apply(args: argparse.Namespace) -> int:
@@ -117,14 +123,22 @@ def _run_apply(args: argparse.Namespace) -> int:
     request = ApplyRequest(
         project=args.project.expanduser(),
         clip=args.clip,
-        generate=_generate_options(args),
+        generate=generate_options(args),
         force=args.force,
         layout=layout,
     )
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     sink = _progress_sink()
     try:
-        result = apply(request, events=sink.subplug_job_event if sink else None)
+        with sigterm_interrupts():
+            result = apply(request, events=sink.subplug_job_event if sink else None)
+    except (KeyboardInterrupt, Cancelled):
+        raise SubplugError(
+            "interrupted",
+            "Stopped; the project was not changed.",
+            "Run the command again when you are ready.",
+            exit_code=130,
+        ) from None
     finally:
         if sink is not None:
             sink.close()
@@ -188,6 +202,16 @@ def _run_info(args: argparse.Namespace) -> int:
 
 
 def _run_job(args: argparse.Namespace) -> int:
+    import os
+    from urllib.parse import unquote
+
     from subplug_kdenlive.job import run_job
 
-    return run_job(args.media.expanduser(), args.output.expanduser(), _generate_options(args))
+    if args.home:
+        os.environ["SUBPLUG_HOME"] = unquote(args.home)
+    options = generate_options(args)
+    try:
+        with sigterm_interrupts():
+            return run_job(args.media.expanduser(), args.output.expanduser(), options)
+    except (KeyboardInterrupt, Cancelled):
+        raise Cancelled("Stopped; finished chunks are kept for the next run.") from None

@@ -9,9 +9,9 @@ Kdenlive's data folder (``~/.local/share/kdenlive``), one entry per job id in th
 file name before the first dot + that extension, with ``-0001`` added when that file
 exists); newer versions also read ``EnabledTypes`` (letters ``v``, ``a``, ``i``: the clip
 types the job is offered for) and ``Description``. Kdenlive reads progress from the
-job's stderr lines ``percentage: N`` and adds ``{output}`` to the bin when the job
-succeeds. In Kdenlive, right-click a clip in the Project Bin > Clip Jobs > Generate EN/MN
-subtitles.
+job's stderr lines ``percentage: N`` and adds ``{output}`` to the bin as a clip when the
+job succeeds, so ``{output}`` is an ``.mlt`` clip (see :mod:`subplug_kdenlive.job`). In
+Kdenlive, right-click a clip in the Project Bin > Clip Jobs > Generate EN/MN subtitles.
 
 Custom clip jobs are not in Kdenlive 22.12 (Debian 12); the class is dated 2022 and we
 take 23.04 as the first version with them. For older versions ``install`` explains the
@@ -37,12 +37,16 @@ CLIP_JOBS_VERSION = (23, 4)
 JOB_ID = "{7d5c2b8e-5b1f-4a3c-9c57-5375627c7567}"
 JOB_NAME = "Generate EN/MN subtitles"
 JOB_PARAMETERS = "kdenlive job {source} {output}"
-JOB_OUTPUT = ".en-mn.ass"
+#: What Kdenlive adds to the bin after the job: the clip with its subtitles drawn on (an
+#: MLT file it can open; a subtitle file would fail to open as a clip).
+JOB_OUTPUT = ".en-mn.mlt"
 #: Offered for video and audio clips, not images.
 JOB_TYPES = "va"
 JOB_DESCRIPTION = (
-    "Writes English/Mongolian subtitles next to the clip: NAME.en-mn.ass (both languages) "
-    "and NAME.en.srt, NAME.mn.srt. Import one with Project > Subtitles > Import Subtitle File."
+    "Writes English/Mongolian subtitles next to the clip: NAME.en-mn.ass (both languages), "
+    "NAME.en.srt and NAME.mn.srt, and adds NAME.en-mn.mlt to the bin: the clip with the "
+    "subtitles drawn on. Import a subtitle file with Project > Subtitles > Import Subtitle "
+    "File to edit them."
 )
 GROUPS = ("Ids", "Binary", "Parameters", "Output", "EnabledTypes", "Description")
 APPLY_HINT = (
@@ -99,6 +103,32 @@ def kdenlive_version() -> str | None:
             match = re.match(r"\d+\.\d+(?:\.\d+)?", version)
             return match.group(0) if match else None
     return None
+
+
+def job_parameters(env: dict[str, str] | None = None) -> str:
+    """The job's parameters: :data:`JOB_PARAMETERS`, with ``--home`` when
+    ``SUBPLUG_HOME`` is set (percent-encoded: Kdenlive splits parameters at spaces), so
+    the job finds the same models when Kdenlive is started from the desktop, whose
+    environment has no ``SUBPLUG_HOME``."""
+    from urllib.parse import quote
+
+    home = (os.environ if env is None else env).get("SUBPLUG_HOME")
+    if not home:
+        return JOB_PARAMETERS
+    folder = Path(home).expanduser().absolute()
+    return JOB_PARAMETERS.replace(" {source}", f" --home {quote(str(folder))} {{source}}", 1)
+
+
+def job_entries() -> dict[str, str]:
+    """Our job's entries (group → value) as ``install`` writes them now."""
+    return {
+        "Ids": JOB_NAME,
+        "Binary": subplug_binary(),
+        "Parameters": job_parameters(),
+        "Output": JOB_OUTPUT,
+        "EnabledTypes": JOB_TYPES,
+        "Description": JOB_DESCRIPTION,
+    }
 
 
 def subplug_binary() -> str:
@@ -188,12 +218,17 @@ class KdenliveHost:
         entries = installed_entries(text)
         if entries:
             binary = entries.get("Binary", "")
-            ok = Path(binary).exists()
-            message = (
-                f"clip job '{JOB_NAME}' runs {binary}"
-                if ok
-                else f"clip job installed but {binary} is missing: run subplug install kdenlive"
-            )
+            if not Path(binary).exists():
+                message = (
+                    f"clip job installed but {binary} is missing: run subplug install kdenlive"
+                )
+            elif entries.get("Output") != JOB_OUTPUT:
+                message = (
+                    "clip job installed by an older subplug (Kdenlive shows 'Cannot open file' "
+                    "after each run): run subplug install kdenlive"
+                )
+            else:
+                message = f"clip job '{JOB_NAME}' runs {binary} {entries.get('Parameters', '')}"
             return HostStatus(True, str(path), version, message)
         if version is None:
             return HostStatus(False, None, None, "Kdenlive is not installed. " + APPLY_HINT)
@@ -222,23 +257,23 @@ class KdenliveHost:
         path = settings_file()
         path.parent.mkdir(parents=True, exist_ok=True)
         text = path.read_text(encoding="utf-8") if path.exists() else ""
-        entries = {
-            "Ids": JOB_NAME,
-            "Binary": subplug_binary(),
-            "Parameters": JOB_PARAMETERS,
-            "Output": JOB_OUTPUT,
-            "EnabledTypes": JOB_TYPES,
-            "Description": JOB_DESCRIPTION,
-        }
+        entries = job_entries()
         safety.write_atomic(path, set_job(text, entries).encode("utf-8"))
+        home = (
+            " It uses the models in SUBPLUG_HOME (recorded in the job)."
+            if "--home" in entries["Parameters"]
+            else ""
+        )
         return HostStatus(
             True,
             str(path),
             version,
-            f"Added the clip job '{JOB_NAME}': in Kdenlive, right-click a clip in the "
-            "Project Bin > Clip Jobs. It writes NAME.en-mn.ass (and .en.srt, .mn.srt) next "
-            "to the clip; import it with Project > Subtitles > Import Subtitle File. "
-            "To put subtitles straight into a saved project: subplug kdenlive apply.",
+            f"Added the clip job '{JOB_NAME}': restart Kdenlive, then right-click a clip in "
+            "the Project Bin > Clip Jobs. It writes NAME.en-mn.ass, NAME.en.srt and "
+            "NAME.mn.srt next to the clip and adds NAME.en-mn.mlt (the clip with the "
+            "subtitles drawn on) to the bin; to edit the subtitles, import NAME.en-mn.ass "
+            "with Project > Subtitles > Import Subtitle File. To put subtitles straight into "
+            f"a saved project: subplug kdenlive apply.{home}",
         )
 
     def uninstall(self) -> HostStatus:

@@ -1,23 +1,38 @@
 """``subplug kdenlive job SOURCE OUTPUT``: what Kdenlive's clip job runs.
 
 Kdenlive (``CustomJobTask``) runs the job binary with its parameters, reads progress
-from stderr lines containing ``percentage: N`` and, when the process exits normally with
-a non-empty ``OUTPUT``, adds that file to the bin. This writes the bilingual ``.ass`` to
-``OUTPUT`` and ``.en.srt`` / ``.mn.srt`` beside it.
+from stderr lines containing ``percentage: N`` and, when the process exits normally,
+either says "Failed to create file." (``OUTPUT`` missing or empty) or adds ``OUTPUT`` to
+the Project Bin as a clip. ``OUTPUT`` is the clip's folder + the clip's file name up to
+its first dot + the job's extension, with ``-0001``, ``-0002``… added when that file
+exists.
+
+So the job writes two things:
+
+* the subtitles, exactly as ``subplug generate --overwrite`` writes them beside the clip:
+  ``NAME.en-mn.ass``, ``NAME.en.srt``, ``NAME.mn.srt`` (``NAME``: the clip's file name
+  without its extension). The names do not depend on ``OUTPUT``, so every run writes
+  the same files; an older file is kept as ``NAME.….bak`` (``.bak.1``…);
+* ``OUTPUT``: a clip Kdenlive can open (``.mlt``: the source clip with the bilingual
+  ``.ass`` drawn on it by MLT's ``avfilter.subtitles``), so what Kdenlive adds to the
+  bin plays, with subtitles, instead of failing to open a subtitle file. For an
+  ``OUTPUT`` of another kind (a job installed by an older subplug names ``.ass``), the
+  bilingual ASS text is written there.
 """
 
 from __future__ import annotations
 
 import sys
-from fractions import Fraction
+from dataclasses import replace
 from pathlib import Path
 from typing import IO
+from xml.sax.saxutils import escape
 
 from subplug.errors import SubplugError
 from subplug.types import GenerateOptions, JobEvent
 
-from subplug_kdenlive import safety, writers
-from subplug_kdenlive.project import Profile
+#: The formats the job writes beside the clip (what ``subplug generate`` writes).
+FORMATS = ("ass", "srt")
 
 
 class PercentReporter:
@@ -59,53 +74,81 @@ class PercentReporter:
             self.stream.flush()
 
 
-def sibling(output: Path, lang: str) -> Path:
-    """``clip.en-mn.ass`` → ``clip.en.srt`` (any other name: ``NAME.en.srt``)."""
-    name = output.name
-    base = name[: -len(".en-mn.ass")] if name.endswith(".en-mn.ass") else output.stem
-    return output.with_name(f"{base}.{lang}.srt")
+def preview_text(media: Path, subtitles: Path) -> str:
+    """An MLT file playing ``media`` with ``subtitles`` drawn on it.
+
+    The filter sits on a tractor around the clip: a file holding a lone producer is
+    opened by MLT as that producer itself, so Kdenlive would store the bare media file
+    and drop the filter when it saves the project. It names no profile, so it plays at
+    the profile of whatever opens it (the Kdenlive project's)."""
+    source, ass = escape(str(media.resolve())), escape(str(subtitles.resolve()))
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>\n'
+        f'<mlt LC_NUMERIC="C" title="{escape(media.name)} with EN/MN subtitles">\n'
+        ' <producer id="source">\n'
+        f'  <property name="resource">{source}</property>\n'
+        " </producer>\n"
+        ' <playlist id="clip">\n'
+        '  <entry producer="source"/>\n'
+        " </playlist>\n"
+        ' <tractor id="subtitled">\n'
+        '  <track producer="clip"/>\n'
+        '  <filter id="subplug-subtitles">\n'
+        '   <property name="mlt_service">avfilter.subtitles</property>\n'
+        f'   <property name="av.filename">{ass}</property>\n'
+        "  </filter>\n"
+        " </tractor>\n"
+        "</mlt>\n"
+    )
 
 
 def run_job(media: Path, output: Path, options: GenerateOptions) -> int:
-    """Generate subtitles for ``media``; write ``output`` (ASS) and SRT siblings."""
-    import tempfile
-    from dataclasses import replace
-
+    """Generate subtitles for ``media`` beside ``output`` (see the module doc)."""
+    from subplug import files
     from subplug.engine import Engine
 
     reporter = PercentReporter()
     reporter.report(0)
-    if not media.exists():
-        raise SubplugError("media-missing", f"There is no file at {media}.")
-    with tempfile.TemporaryDirectory(prefix="subplug-job-") as folder:
-        options = replace(options, out_dir=Path(folder), overwrite=True)
+    if not media.is_file():
+        raise SubplugError(
+            "media-missing",
+            f"There is no file at {media}.",
+            "Relink the clip in Kdenlive (or put its file back), then run the job again.",
+        )
+    options = replace(options, formats=FORMATS, out_dir=output.parent, overwrite=True)
+    try:
         with Engine(events=reporter) as engine:
             tracks = engine.generate(media, options)
-    if not any(track.cues for track in tracks.tracks.values()):
-        if "no-speech" in reporter.warnings:
+            if not any(track.cues for track in tracks.tracks.values()):
+                if "no-speech" in reporter.warnings:
+                    raise SubplugError(
+                        "no-speech",
+                        f"No speech was found in {media.name}.",
+                        "Nothing was written.",
+                    )
+                raise SubplugError(
+                    "no-text",
+                    f"The model gave no text for the speech in {media.name}.",
+                    "Nothing was written. Check the model with 'subplug doctor'.",
+                )
+            written = engine.write(tracks, options)
+            bilingual = next(p for p in written.outputs if p.suffix == ".ass")
+            if output not in written.outputs:
+                text = (
+                    preview_text(media, bilingual)
+                    if output.suffix == ".mlt"
+                    else bilingual.read_text(encoding="utf-8")
+                )
+                files.write_atomic(output, text, overwrite=True)
+    except SubplugError as error:
+        if error.reference in ("disk-full", "output-not-writable", "output-exists"):
             raise SubplugError(
-                "no-speech", f"No speech was found in {media.name}.", "Nothing was written."
-            )
-        raise SubplugError(
-            "no-text",
-            f"The model gave no text for the speech in {media.name}.",
-            "Nothing was written. Check the model with 'subplug doctor', or try --source.",
-        )
-    width, height = options.style.play_res
-    stamp = safety.timestamp()
-    files = {
-        output: writers.render_ass(
-            tracks.tracks, options.targets, Profile(width, height, Fraction(25)), options.style
-        )
-    }
-    for lang in options.targets:
-        # A language without text gets no file (an empty SRT is unreadable to players);
-        # the engine has already warned about it.
-        if lang in tracks.tracks and tracks.tracks[lang].cues:
-            files[sibling(output, lang)] = writers.render_srt(tracks.tracks[lang].cues)
-    for path, text in files.items():
-        if path.exists():
-            safety.backup(path, stamp)
-        safety.write_atomic(path, text.encode("utf-8"))
+                error.reference,
+                error.message,
+                f"Free some disk space, or make {output.parent} writable; then run the job again.",
+            ) from error
+        raise
+    for path in dict.fromkeys((*written.outputs, output)):
+        sys.stderr.write(f"wrote {path}\n")
     reporter.report(100)
     return 0

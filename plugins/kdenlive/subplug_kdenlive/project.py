@@ -22,6 +22,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
+from functools import cached_property
 from pathlib import Path
 from xml.parsers import expat
 
@@ -82,6 +83,13 @@ class BinClip:
     name: str
     resource: Path
     producer_id: str
+    service: str = ""
+    """The MLT service (``avformat``, ``qimage``…); empty when the file does not say."""
+
+    @property
+    def has_sound(self) -> bool:
+        """Whether the clip can have sound (not a still image)."""
+        return not self.service.startswith(("qimage", "pixbuf"))
 
 
 @dataclass(frozen=True)
@@ -131,9 +139,10 @@ class KdenliveProject:
     @classmethod
     def parse(cls, data: bytes, path: Path) -> KdenliveProject:
         """Index ``data`` (the bytes of ``path``) and check it is an MLT project."""
-        elements = _index(data, path)
         match = _DECLARED_ENCODING.match(data)
         encoding = match.group(1).decode("ascii").lower() if match else "utf-8"
+        _check_encoding(data, encoding, path)
+        elements = _index(data, path)
         project = cls(Path(path), data, tuple(elements), encoding)
         project._check()
         return project
@@ -170,10 +179,16 @@ class KdenliveProject:
 
     def by_id(self, element_id: str) -> Element | None:
         """The top-level element with ``id`` (producers, playlists, tractors)."""
+        return self._ids.get(element_id)
+
+    @cached_property
+    def _ids(self) -> dict[str, Element]:
+        """Top-level elements by ``id`` (the first one, as before, when ids repeat)."""
+        found: dict[str, Element] = {}
         for child in self.children(self.root):
-            if child.id == element_id:
-                return child
-        return None
+            if child.id is not None:
+                found.setdefault(child.id, child)
+        return found
 
     def properties(self, element: Element) -> dict[str, str]:
         """``<property name=…>value</property>`` children as a dict (last one wins)."""
@@ -289,7 +304,7 @@ class KdenliveProject:
             if not path.is_absolute():
                 path = self.root_folder / path
             name = props.get("kdenlive:clipname") or path.name
-            clips.append(BinClip(clip_id, name, path, producer.attrs["id"]))
+            clips.append(BinClip(clip_id, name, path, producer.attrs["id"], service))
         return clips
 
     def placements(self, clip_id: str) -> list[Placement]:
@@ -312,6 +327,17 @@ class KdenliveProject:
                             found[(position, clip_in, clip_out)] = placement
                         position += clip_out - clip_in + 1
         return sorted(found.values(), key=lambda p: (p.position, p.clip_in))
+
+    def used_clip_ids(self) -> set[str]:
+        """Ids of the bin clips used anywhere on the timeline (one pass over its tracks)."""
+        used: set[str] = set()
+        for track in self.children(self.timeline(), "track"):
+            for playlist in self._track_playlists(track.attrs.get("producer", "")):
+                for entry in self.children(playlist, "entry"):
+                    clip_id = self._entry_clip_id(entry)
+                    if clip_id:
+                        used.add(clip_id)
+        return used
 
     def duration(self) -> int:
         """The timeline's length in frames: where its last clip ends on any track.
@@ -425,6 +451,35 @@ def format_clock(seconds: float) -> str:
 
 
 # ---------------------------------------------------------------------- indexing
+
+
+def _check_encoding(data: bytes, encoding: str, path: Path) -> None:
+    """Refuse a file whose text encoding cannot be read or edited byte-exactly: one this
+    system does not know, or one that does not keep ASCII as ASCII (UTF-16, UTF-32,
+    EBCDIC; Kdenlive itself always writes UTF-8)."""
+    import codecs
+
+    hint = (
+        "Kdenlive saves projects as UTF-8: open the project in Kdenlive and save it again, "
+        "or correct the encoding named in its first line. The file was not changed."
+    )
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or data[:4].count(0):
+        raise SubplugError(
+            "kdenlive-unknown-encoding",
+            f"{path} is not in an encoding subplug can edit (it looks like UTF-16 or UTF-32).",
+            hint,
+        )
+    try:
+        codecs.lookup(encoding)
+        keeps_ascii = "<mlt x='1'/>".encode(encoding) == b"<mlt x='1'/>"
+    except (LookupError, UnicodeError):
+        keeps_ascii = False
+    if not keeps_ascii:
+        raise SubplugError(
+            "kdenlive-unknown-encoding",
+            f"{path} declares the text encoding {encoding!r}, which subplug cannot read or edit.",
+            hint,
+        )
 
 
 def _index(data: bytes, path: Path) -> list[Element]:

@@ -18,13 +18,15 @@ why ``apply`` also warns whenever any Kdenlive is running.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import socket
+import stat
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote, unquote
 
@@ -184,58 +186,172 @@ def ensure_closed(project: Path, *, force: bool = False) -> OpenCheck:
 # ---------------------------------------------------------------------- writing
 
 
-def timestamp(now: float | None = None) -> str:
-    """``YYYYmmdd-HHMMSS`` for backup names."""
-    return datetime.fromtimestamp(time.time() if now is None else now).strftime("%Y%m%d-%H%M%S")
+def new_file_mode() -> int:
+    """The mode a new file gets from the umask (``0644`` with the usual ``022``), as
+    ``subplug generate`` gives its files: a temporary file from ``mkstemp`` is ``0600``."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
-def backup(path: Path, stamp: str) -> Path:
-    """Copy ``path`` to ``NAME.bak-STAMP`` (``-2``, ``-3``… if taken); returns the copy."""
-    target = path.with_name(f"{path.name}.bak-{stamp}")
-    counter = 2
-    while target.exists():
-        target = path.with_name(f"{path.name}.bak-{stamp}-{counter}")
-        counter += 1
+def check_writable_folder(folder: Path, what: str) -> None:
+    """Fail (``kdenlive-write-failed``) unless a file can be created in ``folder``:
+    found by creating and removing an empty one, before any long work starts (permission
+    bits do not tell the whole story: root, ACLs, read-only mounts)."""
     try:
-        shutil.copy2(path, target)
-    except OSError as exc:
-        raise SubplugError(
-            "kdenlive-backup-failed",
-            f"Could not back up {path} to {target}: {exc.strerror}.",
-            "Make the project's folder writable (nothing was changed).",
-        ) from exc
-    return target
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename, keeping the
-    permissions of the file it replaces."""
-    mode = None
-    with contextlib.suppress(FileNotFoundError):
-        mode = path.stat().st_mode & 0o7777
-    try:
-        handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        handle, name = tempfile.mkstemp(dir=folder, prefix=".subplug-probe-")
     except OSError as exc:
         raise SubplugError(
             "kdenlive-write-failed",
-            f"Could not write {path}: {exc.strerror}.",
-            "Check that the folder exists and is writable, and that the disk has room.",
+            f"Cannot write in {folder} ({what}): {exc.strerror}. Nothing was done.",
+            "Make the folder writable (or free some disk space there), or copy the project "
+            "and its media to a folder you can write to, then run the command again.",
         ) from exc
+    os.close(handle)
+    with contextlib.suppress(OSError):
+        os.unlink(name)
+
+
+@dataclass(frozen=True)
+class Written:
+    """What :func:`write_files` did."""
+
+    paths: tuple[Path, ...]
+    backups: dict[Path, Path]
+    """Each replaced file and the backup that keeps its old contents."""
+
+
+def write_files(items: Sequence[tuple[Path, bytes]], *, backup: bool = True) -> Written:
+    """Put every ``(path, data)`` in place as one unit: all or nothing.
+
+    1. every text goes to a temporary file beside its target (flushed to disk; the mode
+       of the file it replaces, or :func:`new_file_mode`);
+    2. with ``backup``, every target that exists is kept under the core's backup name
+       (:func:`subplug.files.backup_path`: ``NAME.bak``, ``NAME.bak.1``…), as a hard
+       link (no copy, so a full disk cannot truncate it; a copy through a temporary file
+       where links are not possible);
+    3. the temporary files are renamed over their targets, in order (put the project
+       last: until then it points at nothing new).
+
+    Any failure, an interrupt included, undoes everything done so far: temporary files
+    and new backups are removed, replaced files get their old contents back, new files
+    go away. A user's mistake (full disk, no permission) becomes one
+    :class:`SubplugError` saying that nothing was changed.
+    """
+    from subplug.files import backup_path
+
+    items = [(Path(path), data) for path, data in items]
+    existed = {path for path, _ in items if path.exists()}
+    temps: dict[Path, Path] = {}
+    backups: dict[Path, Path] = {}
+    committed: list[Path] = []
+    step, current = "write", items[0][0] if items else Path()
+    try:
+        for path, data in items:
+            current = path
+            temps[path] = _stage(path, data)
+        if backup:
+            step = "back up"
+            for path, _ in items:
+                current = path
+                if path.exists():
+                    backups[path] = _keep(path, backup_path(path))
+        step = "write"
+        for path, _ in items:
+            current = path
+            # Counted as done first: undoing a rename that did not happen is harmless
+            # (the backup holds the same contents), missing one that did is not.
+            committed.append(path)
+            os.replace(temps[path], path)
+            del temps[path]
+    except BaseException as exc:
+        _undo(temps, backups, committed, existed)
+        if isinstance(exc, OSError):
+            raise _write_error(exc, current, step) from exc
+        raise
+    return Written(tuple(path for path, _ in items), backups)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write one file subplug owns (no backup) the way :func:`write_files` does."""
+    write_files([(path, data)], backup=False)
+
+
+def _stage(path: Path, data: bytes) -> Path:
+    """``data`` in a new temporary file beside ``path``, with the mode ``path`` will have."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        mode = new_file_mode()
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    temp = Path(name)
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())
-        if mode is not None:
-            os.chmod(temp, mode)
-        os.replace(temp, path)
-    except OSError as exc:
-        Path(temp).unlink(missing_ok=True)
-        raise SubplugError(
-            "kdenlive-write-failed",
-            f"Could not write {path}: {exc.strerror}.",
-            "Check free disk space and that the project's folder is writable.",
-        ) from exc
+        os.chmod(temp, mode)
     except BaseException:
-        Path(temp).unlink(missing_ok=True)
+        temp.unlink(missing_ok=True)
         raise
+    return temp
+
+
+def _keep(path: Path, target: Path) -> Path:
+    """Keep ``path``'s current contents at ``target`` (a new name), whole or not at all."""
+    try:
+        os.link(path, target, follow_symlinks=False)
+        return target
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+            raise
+    handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        shutil.copy2(path, name)
+        with open(name, "rb") as stream:
+            os.fsync(stream.fileno())
+        os.replace(name, target)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def _undo(
+    temps: dict[Path, Path], backups: dict[Path, Path], committed: list[Path], existed: set[Path]
+) -> None:
+    """Put every file back as it was before :func:`write_files` started."""
+    for temp in temps.values():
+        with contextlib.suppress(OSError):
+            temp.unlink()
+    for path in reversed(committed):
+        with contextlib.suppress(OSError):
+            kept = backups.pop(path, None)
+            if kept is not None:
+                if os.path.samefile(kept, path):
+                    kept.unlink()  # never replaced: the backup is a second name for it
+                else:
+                    os.replace(kept, path)
+            elif path not in existed:
+                path.unlink()
+    for kept in backups.values():
+        with contextlib.suppress(OSError):
+            kept.unlink()
+
+
+def _write_error(exc: OSError, path: Path, step: str) -> SubplugError:
+    folder = path.parent
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return SubplugError(
+            "kdenlive-disk-full",
+            f"The disk holding {folder} is full: could not {step} {path.name}. Nothing was "
+            "changed (no file was replaced and no partial file was left).",
+            "Free some disk space there and run the command again.",
+        )
+    reference = "kdenlive-backup-failed" if step == "back up" else "kdenlive-write-failed"
+    return SubplugError(
+        reference,
+        f"Could not {step} {path}: {exc.strerror or exc}. Nothing was changed.",
+        "Make the project's folder writable and run the command again.",
+    )

@@ -132,7 +132,9 @@ def render(
             order = sorted(item.langs, key=lambda lang: lang == style.bottom)
             out[item.path] = writers.render_srt(bilingual.merge_tracks(tracks, order))
         else:
-            out[item.path] = writers.render_ass(tracks, item.langs, project.profile, style)
+            out[item.path] = writers.render_ass(
+                tracks, item.langs, project.profile, style, title=project.path
+            )
     return out
 
 

@@ -1,39 +1,47 @@
 """Subtitle text in the forms Kdenlive reads: SRT (one track) and ASS (24.08 and later).
 
-Kdenlive sizes its own subtitle style from the project: font size = frame height / 15
-(``SubtitleModel`` constructor in KDE/kdenlive). The ASS written here does the same, so
-text looks the same size as subtitles made in Kdenlive, at any project resolution:
-the bottom language at height/15, the other one a little smaller, above it.
+The text itself comes from the core's writers (:mod:`subplug.formats`), so a ``{`` or a
+``\\`` in what the model said is made safe exactly as in every file ``subplug generate``
+writes, instead of turning into an ASS override tag. What is Kdenlive's own:
+
+* sizes: Kdenlive sizes its own subtitle style from the project (font size = frame
+  height / 15, ``SubtitleModel`` constructor in KDE/kdenlive); the ASS here does the
+  same, the upper language a little smaller, so text looks like subtitles made in
+  Kdenlive at any project resolution;
+* layers: Kdenlive's subtitle editor keys events on (layer, start), so each language
+  gets its own layer (the bottom language 0) and cues of two languages that start
+  together are both kept.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
 
-from subplug.types import Cue, StyleOptions, Track
+from subplug import formats
+from subplug.types import Cue, StyleOptions, Track, Tracks
 
 from subplug_kdenlive.project import Profile
-
-#: ASS style name per language.
-STYLE_NAMES = {"en": "English", "mn": "Mongolian"}
-
-
-def _ssa_time(seconds: float) -> int:
-    return max(0, int(round(seconds * 1000)))
 
 
 def render_srt(cues: Sequence[Cue]) -> str:
     """SRT text for ``cues`` (each cue's lines on separate lines)."""
-    import pysubs2
+    return formats.srt_text(cues)
 
-    subs = pysubs2.SSAFile()
-    for cue in cues:
-        subs.append(
-            pysubs2.SSAEvent(
-                start=_ssa_time(cue.start), end=_ssa_time(cue.end), text=r"\N".join(cue.lines)
-            )
-        )
-    return subs.to_string("srt")
+
+def kdenlive_style(profile: Profile, style: StyleOptions | None = None) -> StyleOptions:
+    """``style`` sized for a project of ``profile``'s frame, as Kdenlive sizes its own
+    subtitles (bottom language height / 15, the other one scaled like the defaults)."""
+    style = style or StyleOptions()
+    size = max(8, round(profile.height / 15))
+    second = max(8, round(size * style.second_font_size / style.font_size))
+    return replace(
+        style,
+        play_res=(profile.width, profile.height),
+        font_size=size,
+        second_font_size=second,
+    )
 
 
 def render_ass(
@@ -41,53 +49,27 @@ def render_ass(
     langs: Sequence[str],
     profile: Profile,
     style: StyleOptions | None = None,
+    *,
+    title: Path | None = None,
 ) -> str:
-    """ASS text showing ``langs`` of ``tracks``: ``style.bottom`` at the bottom, the
-    other language above it. Each language has its own style and layer (Kdenlive's
-    subtitle editor keeps events of different layers apart)."""
+    """ASS text showing ``langs`` of ``tracks`` (those present): ``style.bottom`` at
+    the bottom, the other language above it, one layer per language. ``title`` names
+    the script (the project file)."""
     import pysubs2
 
-    style = style or StyleOptions()
-    present = [lang for lang in langs if lang in tracks]
-    bottom = style.bottom if style.bottom in present else (present[-1] if present else "mn")
-    subs = pysubs2.SSAFile()
-    subs.info["PlayResX"] = str(profile.width)
-    subs.info["PlayResY"] = str(profile.height)
-    subs.info["WrapStyle"] = "0"
-    subs.info["ScaledBorderAndShadow"] = "yes"
-    size = max(8, round(profile.height / 15))
-    second = max(8, round(size * style.second_font_size / style.font_size))
-    margin = max(4, round(profile.height / 30))
-    bottom_lines = (
-        max((len(cue.lines) for cue in tracks[bottom].cues), default=1) if bottom in tracks else 1
+    style = kdenlive_style(profile, style)
+    present = [lang for lang in langs if lang in tracks] or list(langs[:1])
+    bottom = style.bottom if style.bottom in present else present[-1]
+    text = formats.render_ass(
+        Tracks(media=title or Path("subtitles"), source_lang=None, tracks=tracks),
+        present,
+        replace(style, bottom=bottom),
     )
-    subs.styles.clear()
-    for layer, lang in enumerate(sorted(present, key=lambda code: code != bottom)):
-        raised = lang != bottom
-        subs.styles[STYLE_NAMES.get(lang, lang)] = pysubs2.SSAStyle(
-            fontname=style.font,
-            fontsize=second if raised else size,
-            primarycolor=pysubs2.Color(255, 255, 255)
-            if not raised
-            else pysubs2.Color(255, 240, 170),
-            outlinecolor=pysubs2.Color(0, 0, 0),
-            backcolor=pysubs2.Color(0, 0, 0, 128),
-            outline=max(1.0, size / 18),
-            shadow=0,
-            alignment=pysubs2.Alignment.BOTTOM_CENTER,
-            marginl=margin,
-            marginr=margin,
-            marginv=margin + (round(bottom_lines * size * 1.25) if raised else 0),
-        )
-        for cue in tracks[lang].cues:
-            subs.append(
-                pysubs2.SSAEvent(
-                    start=_ssa_time(cue.start),
-                    end=_ssa_time(cue.end),
-                    text=r"\N".join(cue.lines),
-                    style=STYLE_NAMES.get(lang, lang),
-                    layer=layer,
-                )
-            )
-    subs.sort()
-    return subs.to_string("ass")
+    layer = {
+        formats.style_name(lang): index
+        for index, lang in enumerate(sorted(present, key=lambda code: code != bottom))
+    }
+    script = pysubs2.SSAFile.from_string(text)
+    for event in script:
+        event.layer = layer.get(event.style, 0)
+    return script.to_string("ass")

@@ -58,8 +58,8 @@ class VlcHost:
         command = self.command or install.subplug_command()
         lines = [
             f"Wrote {', '.join(names)}; VLC will run: {' '.join(command)}",
-            "Restart VLC, open a video, then use View > subplug: EN/MN subtitles > "
-            "Generate EN/MN subtitles.",
+            "Restart VLC, open a video, then click View > Generate EN/MN subtitles (after "
+            "the first click it is a submenu: Generate EN/MN subtitles, Settings…).",
         ]
         if checks.qt_interface_present() is False:
             lines.append("VLC's Qt interface is missing: install vlc-plugin-qt for the menu.")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,12 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from subplug.testing.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-gemma3n"))
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A folder on a real 1 MiB file system, to fill up (see ``disk.py``)."""
+    from disk import small_file_system
+
+    with small_file_system(tmp_path / "small-disk") as folder:
+        yield folder

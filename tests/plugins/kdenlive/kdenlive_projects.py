@@ -1,7 +1,7 @@
 """Small but complete Kdenlive projects around one media clip, for tests.
 
 Two shapes, modelled on Kdenlive's own files (tests/dataset in KDE/kdenlive, copied to
-``../shared/fixtures/kdenlive``):
+``tests/fixtures/kdenlive``):
 
 * ``legacy``: Kdenlive 22.x, document version 1.04 — the main tractor (black track,
   one audio and one video track) is the last element of the file;

@@ -3,7 +3,7 @@ project that ``apply.write`` put English/Mongolian subtitles into.
 
     python tests/plugins/kdenlive/screenshot.py docs/images
 
-The speech is the JFK clip from ``../shared/fixtures/audio/en``. The subtitle text is
+The speech is the JFK clip from ``tests/fixtures/audio/en``. The subtitle text is
 typed in here (the known English words and a Mongolian translation), because no trained
 model runs on the machines that build this project; timing comes from subplug's VAD on
 the clip, line breaks from subplug's line breaker, and everything from the project file
@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 HERE = Path(__file__).resolve().parent
-SHARED = HERE.parents[3] / "shared" / "fixtures"
+SHARED = HERE.parents[2] / "fixtures"
 SIZE = (1280, 720)
 FPS = 25
 FRAME = 150  # 6.0 s: the second sentence

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 from dataclasses import replace
@@ -21,7 +22,15 @@ import pytest
 from kdenlive_projects import make_project, make_speech_clip, only_insertions
 from melt_render import changed, frames_inside, frames_outside, render_frames
 from subplug.errors import SubplugError
-from subplug.types import BackendOptions, CueOptions, GenerateOptions
+from subplug.testing import FakeBackendPlugin, fake_answer
+from subplug.types import (
+    BackendOptions,
+    BackendRequest,
+    CueOptions,
+    GenerateOptions,
+    JobEvent,
+    Task,
+)
 from subplug_kdenlive import apply, subtitle_track
 from subplug_kdenlive.project import KdenliveProject
 
@@ -90,8 +99,8 @@ def test_apply_timeline_with_tiny_model_then_melt_shows_it(
     )
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
-    backups = sorted(tmp_path.glob("edit.kdenlive.bak-*"))
-    assert len(backups) == 1 and backups[0].read_bytes() == original
+    backups = sorted(tmp_path.glob("edit.kdenlive.bak*"))
+    assert backups == [tmp_path / "edit.kdenlive.bak"] and backups[0].read_bytes() == original
     assert f"backed up {backups[0]}" in done.stderr
     assert f"updated {path}" in done.stderr
     new = path.read_bytes()
@@ -105,10 +114,13 @@ def test_apply_timeline_with_tiny_model_then_melt_shows_it(
     assert project.properties(subtitle_filter)["av.filename"] == str(subtitles)
     listing = project.properties(timeline).get(subtitle_track.SUBTITLES_LIST)
     if shape == "sequences":
+        # The tiny model's random words may leave a language without text: that
+        # language gets no track, and a warning says so.
         entries = json.loads(listing or "[]")
+        names = ["edit.kdenlive.ass", "edit.kdenlive-1.ass", "edit.kdenlive-2.ass"]
+        silent = [lang for lang in ("English", "Mongolian") if f"no {lang} text" in done.stderr]
         assert [e["file"] for e in entries] == [
-            str(tmp_path / name)
-            for name in ("edit.kdenlive.ass", "edit.kdenlive-1.ass", "edit.kdenlive-2.ass")
+            str(tmp_path / name) for name in (names if not silent else names[:1])
         ]
     else:
         assert listing is None
@@ -145,7 +157,7 @@ def test_apply_clip_puts_its_cues_where_the_clip_sits(
     options = GenerateOptions(backend_options=BackendOptions(model=str(tiny_model), device="cpu"))
     request = apply.ApplyRequest(project=path, clip="2", generate=options)
     project, plan, _ = apply.prepare(request)
-    placed = apply.make_tracks(project, request)
+    placed = apply.make_tracks(project, request).tracks
     clip = project.bin_clips()[0].resource
     with Engine() as engine:
         own = engine.generate(clip, replace(options, out_dir=tmp_path / "out")).tracks
@@ -242,3 +254,117 @@ def test_cli_info_tells_version_format_and_clips(tmp_path: Path, user_data: Path
     assert any(
         line.split()[:3] == ["--clip", "2", "talk.mp4"] and "1 place(s)" in line for line in lines
     )
+
+
+# ------------------------------------------------------------------ what apply says
+
+
+def _english_only(request: BackendRequest) -> str:
+    """A model that never manages Mongolian."""
+    if request.task is Task.TRANSLATE:
+        return ""
+    answer = fake_answer(request)
+    return answer.split("---")[0] + "---\n\n### Mongolian\n\n" if "---" in answer else answer
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("shape", "files"),
+    [("legacy", ["edit.kdenlive.srt"]), ("sequences", ["edit.kdenlive.ass"])],
+)
+def test_a_language_without_text_gets_no_track_and_a_warning(
+    media_tools: None, user_data: Path, tmp_path: Path, shape: str, files: list[str]
+) -> None:
+    from subplug import plugins
+
+    plugins.register(FakeBackendPlugin(script=_english_only), name="english-only")
+    path = _project(tmp_path, shape)
+    os.umask(0o022)
+    request = apply.ApplyRequest(
+        project=path, clip="2", generate=GenerateOptions(backend="fake", source="en")
+    )
+    result = apply.apply(request)
+    assert list(result.cues) == ["en"] and result.cues["en"] > 0
+    assert any("Mongolian" in warning for warning in result.warnings), result.warnings
+    assert [p.name for p in result.files] == files
+    subtitles = pysubs2.load(str(result.files[0]))
+    assert subtitles and not any(
+        "\u0400" <= ch <= "\u04ff" for event in subtitles for ch in event.plaintext
+    )
+    if shape == "sequences":
+        listing = KdenliveProject.load(path).properties(KdenliveProject.load(path).timeline())
+        names = [e["name"] for e in json.loads(listing[subtitle_track.SUBTITLES_LIST])]
+        assert names == ["English"]
+    # Written like `subplug generate` writes its files: readable by others.
+    assert stat.S_IMODE(result.files[0].stat().st_mode) == 0o644
+
+
+@pytest.mark.slow
+@pytest.mark.host
+def test_progress_names_the_project_and_ends_done(
+    melt: str, media_tools: None, user_data: Path, tmp_path: Path, fake_backend
+) -> None:
+    from rich.console import Console
+    from subplug.progress import RichProgress
+
+    path = _project(tmp_path, "legacy")
+    console = Console(record=True, force_terminal=True, width=160, color_system=None)
+    display = RichProgress(console=console)
+    events: list[JobEvent] = []
+
+    def sink(event: JobEvent) -> None:
+        events.append(event)
+        display.subplug_job_event(event)
+
+    request = apply.ApplyRequest(project=path, generate=GenerateOptions(backend="fake"))
+    try:
+        apply.apply(request, events=sink)
+    finally:
+        display.close()
+    # Every event about the sound names the project, never the rendered temporary file.
+    assert {e.media for e in events if e.media is not None} == {path}
+    stages = [e.data["stage"] for e in events if e.kind == "stage"]
+    assert stages[0] == "model-load" and "render-timeline" in stages
+    assert stages[-1] == "write" and events[-1].kind == "file-done"
+    shown = console.export_text()
+    last = shown.strip().splitlines()[-1]
+    assert "edit.kdenlive" in last and " done " in f" {last} ", shown
+    assert "timeline.wav" not in shown
+
+
+@pytest.mark.slow
+def test_model_options_reach_the_engine(
+    media_tools: None, user_data: Path, tmp_path: Path, fake_backend
+) -> None:
+    """--dtype, --batch-size and --max-chars are passed on, as `generate` passes them."""
+    from subplug.cli import main
+
+    path = _project(tmp_path, "legacy")
+    code = main(
+        [
+            "kdenlive",
+            "apply",
+            str(path),
+            "--clip",
+            "2",
+            "--backend",
+            "fake",
+            "--source",
+            "en",
+            "--dtype",
+            "fp32",
+            "--batch-size",
+            "3",
+            "--max-chars",
+            "16",
+        ]
+    )
+    assert code == 0
+    options = fake_backend.instances[-1].options
+    assert (options.dtype, options.batch_size) == ("fp32", 3)
+    lines = [
+        line
+        for event in pysubs2.load(str(tmp_path / "edit.kdenlive.srt"))
+        for line in event.plaintext.splitlines()
+    ]
+    assert lines and max(len(line) for line in lines) <= 16, lines

@@ -8,9 +8,11 @@ multi-sequence format) and a 24.08 project (ASS tracks) around a real video clip
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pysubs2
 import pytest
 from kdenlive_projects import make_project, make_speech_clip
 from melt_render import (
@@ -21,7 +23,7 @@ from melt_render import (
     render_frames,
     row_bands,
 )
-from subplug.types import Cue, Track
+from subplug.types import BackendRequest, Cue, GenerateOptions, Task, Track
 from subplug_kdenlive import apply
 from subplug_kdenlive.project import KdenliveProject
 from subplug_kdenlive.subtitle_track import Layout
@@ -101,3 +103,110 @@ def test_kdenlive_24_08_ass_tracks_show_both_languages_in_melt(
     result = apply.write(KdenliveProject.load(path), two_language_tracks)
     assert result.layout is Layout.ASS
     _check_render(original, path, (640, 360))
+
+
+# ------------------------------------------------------------ model text stays text
+
+#: What the model says: ``{\i1}`` would turn italics on and hide itself, ``\N`` would
+#: break the line, if the text reached the subtitle file as it is.
+TAG_LIKE_TEXT = r"Say {\i1}hi\N now."
+#: What the core's writers put in the file for it: braces as parentheses, each backslash
+#: followed by an invisible word joiner, so no renderer reads a code there.
+WRITTEN_TEXT = "Say (\\\u2060i1)hi\\\u2060N now."
+#: Plain text of the same length, drawn on one line: what the tricky text must look like.
+PLAIN_TEXT = "Say (xi1)hixN now."
+
+
+def _answer(english: str) -> Callable[[BackendRequest], str]:
+    """A model that hears ``english`` and translates it as "Сайн уу."."""
+
+    def answer(request: BackendRequest) -> str:
+        if request.task is Task.TRANSCRIBE:
+            return english
+        if request.task is Task.TRANSLATE:
+            return "Сайн уу."
+        return f"### English\n\n{english}\n\n---\n\n### Mongolian\n\nСайн уу."
+
+    return answer
+
+
+def _apply_with_model(folder: Path, clip: Path, shape: str, english: str) -> tuple[Path, Path]:
+    """A project around ``clip`` in ``folder``, with subtitles from a model saying
+    ``english``; returns the project and its unedited copy."""
+    from subplug import plugins
+    from subplug.testing import FakeBackendPlugin
+
+    folder.mkdir()
+    version = "22.12.3" if shape == "legacy" else "24.08.1"
+    path = make_project(
+        folder / "edit.kdenlive", clip, shape=shape, version=version, frames=75, size=(640, 360)
+    )
+    original = folder / "original.kdenlive"
+    shutil.copyfile(path, original)
+    name = f"model-{folder.name}"
+    plugins.register(FakeBackendPlugin(script=_answer(english)), name=name)
+    try:
+        request = apply.ApplyRequest(
+            project=path, clip="2", generate=GenerateOptions(backend="fake", source="en")
+        )
+        apply.apply(request)
+    finally:
+        plugins.unregister(name=name)
+    return path, original
+
+
+def _text_rows(path: Path, original: Path, frame: int) -> tuple[int, int, int]:
+    """First and last changed row at ``frame`` and how many pixels changed."""
+    mask = changed(
+        render_frames(original, frame, (640, 360)), render_frames(path, frame, (640, 360))
+    )
+    rows = np.nonzero(mask[frame].any(axis=1))[0]
+    assert len(rows), f"nothing drawn at frame {frame}"
+    return int(rows[0]), int(rows[-1]), int(mask[frame].sum())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shape", ["legacy", "sequences"])
+def test_model_text_with_ass_codes_is_shown_as_text(
+    melt: str,
+    media_tools: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    shape: str,
+) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    clip = make_speech_clip(tmp_path / "media", seconds=3.0, size=(640, 360))
+    tricky, tricky_original = _apply_with_model(tmp_path / "tricky", clip, shape, TAG_LIKE_TEXT)
+    plain, plain_original = _apply_with_model(tmp_path / "plain", clip, shape, PLAIN_TEXT)
+
+    # The project's subtitle file holds the text as the core writes it (and as
+    # `subplug generate` would): no override block, no line break code.
+    subtitles = tricky.with_name(tricky.name + (".srt" if shape == "legacy" else ".ass"))
+    text = subtitles.read_text(encoding="utf-8")
+    assert WRITTEN_TEXT in text and "{" not in text.split("[Events]")[-1]
+    cue = next(e for e in pysubs2.load(str(subtitles)) if WRITTEN_TEXT in e.text)
+    frame = round((cue.start + cue.end) / 2000 * FPS)
+
+    # melt draws it on one line, like plain text of the same length: a line break or
+    # italics would change the height or the shape of the text block.
+    top, bottom, pixels = _text_rows(tricky, tricky_original, frame)
+    plain_top, plain_bottom, plain_pixels = _text_rows(plain, plain_original, frame)
+    assert (top, bottom) == (plain_top, plain_bottom)
+    assert abs(pixels - plain_pixels) < 0.2 * plain_pixels
+    picture = render_frames(tricky, frame, (640, 360))[frame]
+    keep_frame(picture, f"kdenlive-tag-like-{shape}.png", tmp_path)
+
+
+def keep_frame(picture: np.ndarray, name: str, folder: Path) -> Path:
+    """Save a frame for people to look at: in ``folder`` and in ``$SUBPLUG_ARTIFACTS``."""
+    import os
+
+    from PIL import Image
+
+    path = folder / name
+    Image.fromarray(picture).save(path)
+    artifacts = os.environ.get("SUBPLUG_ARTIFACTS")
+    if artifacts:
+        Path(artifacts).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, Path(artifacts) / name)
+    return path

@@ -41,11 +41,11 @@ def test_reads_real_projects(fixture_copy, name: str) -> None:
 def test_apply_adds_only_the_subtitle_track(fixture_copy, hand_tracks, name: str) -> None:
     path = fixture_copy(name)
     original = path.read_bytes()
-    result = apply.write(KdenliveProject.load(path), hand_tracks, stamp="20260101-000000")
+    result = apply.write(KdenliveProject.load(path), hand_tracks)
     new = path.read_bytes()
 
-    # The backup is the original, byte for byte.
-    assert result.backup == path.with_name(f"{name}.bak-20260101-000000")
+    # The backup is the original, byte for byte, under the core's backup name.
+    assert result.backup == path.with_name(f"{name}.bak")
     assert result.backup.read_bytes() == original
     # Every change is an insertion: no byte of the original was altered or removed.
     assert only_insertions(original, new)
@@ -68,14 +68,18 @@ def test_apply_adds_only_the_subtitle_track(fixture_copy, hand_tracks, name: str
 
 def test_second_apply_replaces_its_own_track(fixture_copy, hand_tracks) -> None:
     path = fixture_copy("test-mix.kdenlive")
-    apply.write(KdenliveProject.load(path), hand_tracks, stamp="20260101-000000")
+    first = apply.write(KdenliveProject.load(path), hand_tracks)
     once = path.read_bytes()
     later = {
         "en": Track("en", (Cue(5.0, 6.0, ("Later.",)),)),
         "mn": Track("mn", (Cue(5.0, 6.0, ("Дараа.",)),)),
     }
-    result = apply.write(KdenliveProject.load(path), later, stamp="20260101-000001")
-    assert result.replaced == (path.with_name("test-mix.kdenlive.srt.bak-20260101-000001"),)
+    result = apply.write(KdenliveProject.load(path), later)
+    # Earlier backups are never overwritten: the next free name is taken.
+    assert first.backup == path.with_name("test-mix.kdenlive.bak")
+    assert result.backup == path.with_name("test-mix.kdenlive.bak.1")
+    assert result.replaced == (path.with_name("test-mix.kdenlive.srt.bak"),)
+    assert first.backup.read_bytes() != result.backup.read_bytes()
     edited = KdenliveProject.load(path)
     assert len(subtitle_track.subtitle_filters(edited, edited.timeline())) == 1
     # Same filter, same place: the project is byte-identical to the first run's.
@@ -88,7 +92,7 @@ def test_sequences_24_08_get_three_ass_tracks(tmp_path: Path, hand_tracks) -> No
     clip.write_bytes(b"")
     path = make_project(tmp_path / "edit.kdenlive", clip, shape="sequences", version="24.08.1")
     project = KdenliveProject.load(path)
-    result = apply.write(project, hand_tracks, stamp="20260101-000000")
+    result = apply.write(project, hand_tracks)
     assert result.layout is Layout.ASS
     names = [p.name for p in result.files]
     assert names == ["edit.kdenlive.ass", "edit.kdenlive-1.ass", "edit.kdenlive-2.ass"]
@@ -106,9 +110,12 @@ def test_sequences_24_08_get_three_ass_tracks(tmp_path: Path, hand_tracks) -> No
     assert props["av.alpha"] == "1"
 
     both = pysubs2.load(str(result.files[0]))
-    assert set(both.styles) == {"English", "Mongolian"}
-    assert {(e.style, e.layer) for e in both} == {("Mongolian", 0), ("English", 1)}
+    assert set(both.styles) == {"EN", "MN"}
+    # One layer per language (Kdenlive keys events on layer and start), bottom first.
+    assert {(e.style, e.layer) for e in both} == {("MN", 0), ("EN", 1)}
     assert both.info["PlayResY"] == "180"
+    # Sized like Kdenlive's own subtitles: frame height / 15 for the bottom language.
+    assert both.styles["MN"].fontsize == 12 and both.styles["EN"].fontsize < 12
     english = pysubs2.load(str(result.files[1]))
     assert [e.plaintext for e in english] == ["Hello world.", "Second line."]
     mongolian = pysubs2.load(str(result.files[2]))
@@ -185,7 +192,7 @@ def test_user_subtitles_need_force_and_are_backed_up(fixture_copy, hand_tracks) 
     assert path.read_bytes() == before
     assert srt.read_text(encoding="utf-8").endswith("mine\n")
 
-    result = apply.write(project, hand_tracks, force=True, stamp="20260101-000000")
+    result = apply.write(project, hand_tracks, force=True)
     assert result.replaced[0].read_text(encoding="utf-8").endswith("mine\n")
     edited = KdenliveProject.load(path)
     filters = subtitle_track.subtitle_filters(edited, edited.timeline())

@@ -20,6 +20,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from disk import read_only
 from kdenlive_projects import make_project
 from subplug.errors import SubplugError
 from subplug_kdenlive import apply, safety
@@ -145,30 +146,89 @@ def test_another_running_kdenlive_is_a_warning(stale: Path, project: Path, tmp_p
         process.wait()
 
 
-def test_backups_never_overwrite_each_other(tmp_path: Path) -> None:
-    path = tmp_path / "edit.kdenlive"
-    path.write_bytes(b"first")
-    one = safety.backup(path, "20260101-000000")
-    path.write_bytes(b"second")
-    two = safety.backup(path, "20260101-000000")
-    assert (one.name, two.name) == (
-        "edit.kdenlive.bak-20260101-000000",
-        "edit.kdenlive.bak-20260101-000000-2",
-    )
-    assert (one.read_bytes(), two.read_bytes()) == (b"first", b"second")
+def test_write_files_backs_up_with_the_core_names_and_keeps_modes(tmp_path: Path) -> None:
+    project = tmp_path / "edit.kdenlive"
+    project.write_bytes(b"first")
+    project.chmod(0o640)
+    (tmp_path / "edit.kdenlive.bak").write_bytes(b"an older backup")
+    subtitles = tmp_path / "edit.kdenlive.srt"
+    os.umask(0o022)
+    written = safety.write_files([(subtitles, b"cues"), (project, b"second")])
+    assert written.paths == (subtitles, project)
+    # The core's backup naming: NAME.bak, then NAME.bak.1… (an existing one is kept).
+    assert written.backups == {project: tmp_path / "edit.kdenlive.bak.1"}
+    assert (tmp_path / "edit.kdenlive.bak").read_bytes() == b"an older backup"
+    assert written.backups[project].read_bytes() == b"first"
+    assert project.read_bytes() == b"second"
+    # A replaced file keeps its mode; a new one gets the umask's, like generate's files.
+    assert stat.S_IMODE(project.stat().st_mode) == 0o640
+    assert stat.S_IMODE(subtitles.stat().st_mode) == 0o644
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "edit.kdenlive",
+        "edit.kdenlive.bak",
+        "edit.kdenlive.bak.1",
+        "edit.kdenlive.srt",
+    ]
 
 
-def test_atomic_write_keeps_permissions_and_leaves_no_temp_files(tmp_path: Path) -> None:
-    path = tmp_path / "edit.kdenlive"
-    path.write_bytes(b"old")
-    path.chmod(0o640)
-    safety.write_atomic(path, b"new")
-    assert path.read_bytes() == b"new"
-    assert stat.S_IMODE(path.stat().st_mode) == 0o640
-    assert [p.name for p in tmp_path.iterdir()] == ["edit.kdenlive"]
+def test_write_atomic_leaves_no_temp_files_and_no_backup(tmp_path: Path) -> None:
+    path = tmp_path / "clipjobsettings.rc"
+    os.umask(0o022)
+    safety.write_atomic(path, b"[Ids]\n")
+    safety.write_atomic(path, b"[Ids]\nx=y\n")
+    assert path.read_bytes() == b"[Ids]\nx=y\n"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["clipjobsettings.rc"]
 
 
-def test_atomic_write_into_a_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
+def test_a_failure_midway_puts_everything_back(tmp_path: Path) -> None:
+    """The last file cannot be written (its folder is gone): the files written before
+    it are undone, new ones removed and replaced ones restored, backups removed."""
+    kept = tmp_path / "edit.kdenlive.srt"
+    kept.write_bytes(b"old cues")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     with pytest.raises(SubplugError) as caught:
-        safety.write_atomic(tmp_path / "gone" / "edit.kdenlive", b"x")
+        safety.write_files(
+            [
+                (tmp_path / "edit.kdenlive.ass", b"new track"),
+                (kept, b"new cues"),
+                (tmp_path / "gone" / "edit.kdenlive", b"project"),
+            ]
+        )
     assert caught.value.reference == "kdenlive-write-failed"
+    assert "Nothing was changed" in caught.value.message
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_an_interrupt_while_writing_puts_everything_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C (or SIGTERM, which the command turns into the same) between two renames."""
+    project = tmp_path / "edit.kdenlive"
+    project.write_bytes(b"project")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    real_replace = os.replace
+    calls = []
+
+    def interrupted_replace(src, dst):  # type: ignore[no-untyped-def]
+        calls.append(dst)
+        if len(calls) == 2:  # the project's rename, once
+            raise KeyboardInterrupt
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", interrupted_replace)
+    with pytest.raises(KeyboardInterrupt):
+        safety.write_files([(tmp_path / "edit.kdenlive.srt", b"cues"), (project, b"new")])
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert [Path(c).name for c in calls[:2]] == ["edit.kdenlive.srt", "edit.kdenlive"]
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_a_folder_that_cannot_be_written_is_found_before_any_work(tmp_path: Path) -> None:
+    folder = tmp_path / "films"
+    folder.mkdir()
+    with read_only(folder), pytest.raises(SubplugError) as caught:
+        safety.check_writable_folder(folder, "the project's folder")
+    assert caught.value.reference == "kdenlive-write-failed"
+    assert str(folder) in caught.value.message and caught.value.hint
+    assert list(folder.iterdir()) == []

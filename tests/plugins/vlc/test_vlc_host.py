@@ -280,3 +280,24 @@ def test_engine_errors_reach_the_user(vlc_session: VlcSession) -> None:
     assert "audio" in result["message"].lower(), result
     assert result["hint"] and result["reference"]
     assert not result.get("subtitle")
+
+
+def test_a_missing_model_points_to_the_settings_dialog(vlc_session: VlcSession) -> None:
+    """The engine's hint names commands; in VLC the Settings dialog can fix it too."""
+    home = vlc_session.home("no-model", settings={"model": str(vlc_session.root / "no model")})
+    media = vlc_session.folder("no-model")
+    report = home / "no-model.jsonl"
+    args = [
+        *vlc_session.intf_args(report, quit=True),
+        "--vout",
+        "dummy",
+        "--aout",
+        "dummy",
+        "--start-paused",
+        str(media),
+    ]
+    run = vlc_session.run_vlc(home, args, report=report, timeout=120)
+    result = run.result
+    assert result["ok"] is False and result["reference"] == "model-not-found", result
+    assert result["hint"].endswith("In VLC: View > Generate EN/MN subtitles > Settings… (Model).")
+    assert sorted(p.name for p in media.parent.iterdir()) == [MEDIA_NAME]

@@ -206,8 +206,12 @@ class VlcSession:
         self.user.chown(home)
         return home
 
-    def env(self, home: Path) -> list[str]:
-        """``env -i …``: the clean environment VLC gets (like a desktop session's)."""
+    def env(self, home: Path, **extra: str) -> list[str]:
+        """``env -i …``: the clean environment VLC gets (like a desktop session's).
+        ``PYTHONPATH`` is passed on when the tests have one, so what runs as the VLC
+        user (``subplug install vlc``, and the engine VLC starts) is the code under test
+        even when another checkout is the installed one."""
+        pythonpath = os.environ.get("PYTHONPATH")
         return [
             "env",
             "-i",
@@ -216,6 +220,8 @@ class VlcSession:
             "LANG=C.UTF-8",
             f"SUBPLUG_HOME={home / 'subplug'}",
             f"XDG_RUNTIME_DIR={home / 'run'}",
+            *([f"PYTHONPATH={pythonpath}"] if pythonpath else []),
+            *(f"{key}={value}" for key, value in extra.items()),
         ]
 
     def run_vlc(

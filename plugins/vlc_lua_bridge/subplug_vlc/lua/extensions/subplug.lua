@@ -2,9 +2,13 @@
 --
 -- subplug-version: __SUBPLUG_VERSION__
 --
--- Installed by `subplug install vlc`; appears in VLC's View menu (Qt interface)
--- as "subplug: EN/MN subtitles". All the work happens in the subplug_bridge module,
--- which the headless interface script (subplug_intf.lua) shares.
+-- Installed by `subplug install vlc`; appears in VLC's View menu (Qt interface) as
+-- "Generate EN/MN subtitles" (VLC 3 shows the short description). VLC activates an
+-- extension on the first click of that entry, so activating it generates subtitles
+-- at once; while it is active the entry is a submenu (Generate EN/MN subtitles,
+-- Settings…, Deactivate). All the work
+-- happens in the subplug_bridge module, which the headless interface script
+-- (subplug_intf.lua) shares.
 
 local bridge = require("subplug_bridge")
 
@@ -25,11 +29,19 @@ function descriptor()
     }
 end
 
-function activate() end
+function activate()
+    -- The first click on "Generate EN/MN subtitles" in the View menu: generate.
+    generate()
+end
 
 function deactivate()
     close_dialog()
 end
+
+-- VLC calls this for every active extension whenever the playing item's metadata
+-- changes (every few seconds for some files); without it, it logs
+-- "meta_changed() not found" each time.
+function meta_changed() end
 
 function close()
     close_dialog()
@@ -67,12 +79,22 @@ local function new_dialog(title)
     return dialog
 end
 
+--- Text for a label: escaped and cut into short lines (VLC's labels do not wrap).
+local function wrapped(text)
+    local lines = {}
+    for i, line in ipairs(bridge.wrap(text, 60)) do
+        lines[i] = html(line)
+    end
+    return table.concat(lines, "<br>")
+end
+
 local function show_message(title, message, hint)
     local d = new_dialog(title)
-    d:add_label(html(message), 1, 1, 4, 1)
+    d:add_label(wrapped(message), 1, 1, 4, 1)
     if hint and hint ~= "" then
-        d:add_label("<i>" .. html(hint) .. "</i>", 1, 2, 4, 1)
+        d:add_label("<i>" .. wrapped(hint) .. "</i>", 1, 2, 4, 1)
     end
+    d:add_button("Settings…", function() show_settings() end, 3, 3, 1, 1)
     d:add_button("Close", close_dialog, 4, 3, 1, 1)
     d:show()
 end
@@ -83,7 +105,7 @@ local function run(overwrite, use_existing)
     local media = pending
     local settings = bridge.load_settings()
     local d = new_dialog("Generate EN/MN subtitles")
-    widgets.file = d:add_label("<b>" .. html(bridge.basename(media)) .. "</b>", 1, 1, 4, 1)
+    widgets.file = d:add_label("<b>" .. wrapped(bridge.basename(media)) .. "</b>", 1, 1, 4, 1)
     widgets.status = d:add_label("Starting subplug…", 1, 2, 4, 1)
     widgets.bar = d:add_label(bridge.progress_bar(0), 1, 3, 4, 1)
     widgets.stop = d:add_check_box("Stop", false, 1, 4, 1, 1)
@@ -109,10 +131,10 @@ local function run(overwrite, use_existing)
         settings = settings, media = media, overwrite = overwrite, use_existing = use_existing,
     })
     if result.ok then
-        local where = result.fallback and ("<br>Saved in " .. html(result.out_dir)
-            .. " (the media's folder is read-only).") or ""
-        show_message_html("Subtitles ready", "English and Mongolian subtitles are on: "
-            .. html(bridge.basename(result.subtitle)) .. where, result.warnings)
+        local where = result.fallback and ("<br>" .. wrapped("Saved in " .. result.out_dir
+            .. " (the media's folder is read-only).")) or ""
+        show_message_html("Subtitles ready", wrapped("The subtitles are on: "
+            .. bridge.basename(result.subtitle)) .. where, result.warnings)
     elseif result.cancelled then
         show_message("Stopped", result.message)
     else
@@ -125,7 +147,7 @@ function show_message_html(title, body, warnings)
     d:add_label(body, 1, 1, 4, 1)
     local row = 2
     for _, w in ipairs(warnings or {}) do
-        d:add_label("<i>" .. html(w) .. "</i>", 1, row, 4, 1)
+        d:add_label("<i>" .. wrapped(w) .. "</i>", 1, row, 4, 1)
         row = row + 1
     end
     d:add_button("Close", close_dialog, 4, row, 1, 1)
@@ -145,7 +167,7 @@ function generate()
     if bridge.exists(existing) then
         local d = new_dialog("Generate EN/MN subtitles")
         pending = media
-        d:add_label("Subtitles for this file already exist:<br>" .. html(existing), 1, 1, 4, 1)
+        d:add_label("Subtitles for this file already exist:<br>" .. wrapped(existing), 1, 1, 4, 1)
         d:add_button("Show them", function() run(false, true) end, 2, 2, 1, 1)
         d:add_button("Generate again", function() run(true, false) end, 3, 2, 1, 1)
         d:add_button("Cancel", close_dialog, 4, 2, 1, 1)

@@ -510,6 +510,76 @@ function M.base64(data)
     return table.concat(out)
 end
 
+-- ------------------------------------------------------------------ dialog text
+
+--- `text` cut into lines of at most `width` characters (UTF-8 aware), at spaces where
+-- possible; a longer word (a path) is cut where it must. VLC's dialog labels do not
+-- wrap, so a long message would make the window wider than the screen.
+function M.wrap(text, width)
+    width = width or 60
+    local lines = {}
+    for paragraph in (tostring(text or "") .. "\n"):gmatch("(.-)\n") do
+        local line, size = {}, 0
+        local function flush()
+            lines[#lines + 1] = table.concat(line, " ")
+            line, size = {}, 0
+        end
+        for word in paragraph:gmatch("%S+") do
+            local chars = {}
+            for ch in word:gmatch("[^\128-\191][\128-\191]*") do
+                chars[#chars + 1] = ch
+            end
+            while #chars > width do
+                if size > 0 then
+                    flush()
+                end
+                lines[#lines + 1] = table.concat(chars, "", 1, width)
+                local rest = {}
+                for i = width + 1, #chars do
+                    rest[#rest + 1] = chars[i]
+                end
+                chars = rest
+            end
+            if #chars > 0 then
+                if size > 0 and size + 1 + #chars > width then
+                    flush()
+                end
+                line[#line + 1] = table.concat(chars)
+                size = size + (size > 0 and 1 or 0) + #chars
+            end
+        end
+        if size > 0 or #lines == 0 or paragraph == "" then
+            flush()
+        end
+    end
+    return lines
+end
+
+--- Where the extension's Settings dialog is, as hints say it.
+M.SETTINGS_PLACE = "View > Generate EN/MN subtitles > Settings…"
+
+local SETTING_FOR = {
+    ["model-not-found"] = "Model", ["model-corrupt"] = "Model", ["not-a-model"] = "Model",
+    ["unknown-model"] = "Model", ["invalid-model-name"] = "Model", ["base-model-missing"] = "Model",
+    ["adapter-base-missing"] = "Model", ["bad-device"] = "Run on", ["no-cuda"] = "Run on",
+    ["no-mps"] = "Run on", ["out-of-memory"] = "Run on", ["not-enough-memory"] = "Run on",
+    ["no-speech"] = "Spoken language", ["no-text"] = "Spoken language",
+}
+
+--- The engine's hint for an error, plus where in the Settings dialog it can be fixed
+-- (the engine's hints name commands, which a VLC user may not have at hand).
+function M.vlc_hint(reference, hint)
+    local setting = SETTING_FOR[reference or ""]
+    if not setting then
+        return hint
+    end
+    local place = "In VLC: " .. M.SETTINGS_PLACE .. " (" .. setting .. ")."
+    if hint and hint ~= "" then
+        return hint .. " " .. place
+    end
+    return place
+end
+
 -- ---------------------------------------------------------------------- settings
 
 M.SETTING_KEYS = { "source", "model", "formats", "targets", "bottom", "device" }
@@ -722,16 +792,27 @@ M.exists = exists
 
 local counter = 0
 
---- A unique name in the temporary folder (no file is created).
+--- A new private folder for one job's files, and the base name for them in it.
+-- On Linux and macOS `mktemp -d` creates it with an unpredictable name and mode 0700,
+-- so no other user can read, replace or race the files (os.tmpname() only names a
+-- file in the shared /tmp, which is deleted and reused). On Windows the temporary
+-- folder is the user's own. Returns the base name (files are base .. ".jsonl", …) and
+-- the folder (removed by Job:cleanup), or nil and a message.
 function M.temp_base()
     counter = counter + 1
     local stamp = string.format("subplug-%d-%d-%d", os.time(), math.floor(os.clock() * 1e6), counter)
     if is_windows() then
-        return M.join(os.getenv("TEMP") or os.getenv("TMP") or "C:\\Windows\\Temp", stamp, true)
+        return M.join(os.getenv("TEMP") or os.getenv("TMP") or "C:\\Windows\\Temp", stamp, true), nil
     end
-    local name = os.tmpname()
-    os.remove(name)
-    return name .. "-" .. stamp
+    local pipe = io.popen("mktemp -d \"${TMPDIR:-/tmp}/subplug-vlc.XXXXXXXXXX\" 2>/dev/null")
+    local folder = pipe and trim(pipe:read("*a") or "") or ""
+    if pipe then
+        pipe:close()
+    end
+    if folder == "" or not folder:match("^/") then
+        return nil, "Could not create a private temporary folder (mktemp -d failed)."
+    end
+    return M.join(folder, "job"), folder
 end
 
 --- True when a file can be created in `dir`.
@@ -824,7 +905,17 @@ Job.__index = Job
 
 --- Start `subplug generate` for `media` in the background. Returns a Job.
 function M.start_job(opts)
-    local base = opts.temp_base or M.temp_base()
+    local base, folder = opts.temp_base, nil
+    if not base then
+        base, folder = M.temp_base()
+    end
+    if not base then
+        local job = setmetatable({ files = {}, args = {}, media = opts.media, state = M.new_state(),
+            finished = true, reader = M.line_reader(), offset = 0 }, Job)
+        job.state.failed = true
+        job.state.error = { message = folder, hint = "Check that the temporary folder ($TMPDIR or /tmp) is writable." }
+        return job
+    end
     local files = { out = base .. ".jsonl", err = base .. ".err", pid = base .. ".pid", rc = base .. ".rc" }
     local env = { PYTHONUTF8 = "1", PYTHONIOENCODING = "utf-8" }
     for k, v in pairs(opts.config.env or {}) do
@@ -838,7 +929,7 @@ function M.start_job(opts)
         command = M.posix_launch_command(args, env, files)
     end
     local job = setmetatable({
-        files = files, args = args, media = opts.media, out_dir = opts.out_dir,
+        files = files, folder = folder, args = args, media = opts.media, out_dir = opts.out_dir,
         offset = 0, reader = M.line_reader(), started = os.time(),
         state = M.new_state(), cancelled = false,
     }, Job)
@@ -959,11 +1050,14 @@ function Job:cancel(grace)
     self.state.cancelled = true
 end
 
---- Remove the job's temporary files.
+--- Remove the job's temporary files and its private folder.
 function Job:cleanup()
     for _, path in pairs(self.files) do
         os.remove(path)
         os.remove(path .. ".tmp")
+    end
+    if self.folder then
+        os.remove(self.folder)
     end
 end
 
@@ -1000,7 +1094,13 @@ function M.apply_event(state, e)
     elseif kind == "stage" then
         state.stage = e.stage
     elseif kind == "progress" then
-        state.done = tonumber(e.done) or state.done
+        local done = tonumber(e.done) or state.done
+        -- The engine says "model-load" once and no stage after it: work on the parts
+        -- has started when a part is done.
+        if state.stage == "model-load" and done > state.done then
+            state.stage = "transcribe"
+        end
+        state.done = done
         state.total = tonumber(e.total) or state.total
         state.percent = tonumber(e.percent) or state.percent
     elseif kind == "warning" then
@@ -1039,7 +1139,8 @@ function M.progress_text(state)
     end
     local label = STAGE_LABELS[state.stage or ""] or "Starting subplug"
     if state.stage == "transcribe" and state.total > 0 then
-        label = label .. string.format(" (part %d of %d)", state.done, state.total)
+        -- The part being worked on (all done: the last one).
+        label = label .. string.format(" (part %d of %d)", math.min(state.done + 1, state.total), state.total)
     end
     return string.format("%s… %d%%", label, math.floor(state.percent + 0.5))
 end
@@ -1232,7 +1333,7 @@ function M.generate_for_current(ui, opts)
             local e = state.error or {}
             result.ok = false
             result.message = e.message or "subplug failed."
-            result.hint = e.hint
+            result.hint = M.vlc_hint(e.reference, e.hint)
             result.reference = e.reference
             return result
         end
