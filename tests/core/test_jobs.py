@@ -346,3 +346,29 @@ def test_clashing_outputs_and_overwrite(
     assert main([*argv, "--overwrite", str(a), str(archive.good[2])]) == 0
     assert a.with_name("weather.en.srt.bak").is_file()
     assert os.stat(a.with_name("weather.en.srt")).st_mtime_ns >= before
+
+
+def test_files_without_an_output_folder_take_the_options_own(
+    archive: Archive, sized: SizedPlugin, tmp_path: Path
+) -> None:
+    """``run_job`` with ``out_dir`` in the options and files that name none (as
+    bench/archive.py calls it): the subtitles go to ``out_dir``, not beside the media;
+    a file's own folder still wins."""
+    from subplug.jobs.run import run_job
+
+    out, own = tmp_path / "out", tmp_path / "own"
+    a, b = archive.good[1], archive.good[3]  # talks/weather.wav, talks/short.mp3
+    options = GenerateOptions(backend="fake", source="en", max_chunk=3.0, out_dir=out)
+    state, code = run_job(options, [JobFile(a), JobFile(b, own)], events=lambda event: None)
+    assert code == 0 and [row.status for row in state.report.rows] == ["done", "done"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "weather.en-mn.ass",
+        "weather.en.srt",
+        "weather.mn.srt",
+    ]
+    assert sorted(p.name for p in own.iterdir()) == [
+        "short.en-mn.ass",
+        "short.en.srt",
+        "short.mn.srt",
+    ]
+    assert not list(a.parent.glob("*.srt"))

@@ -132,9 +132,12 @@ class JobState:
     # ------------------------------------------------------------ per file
 
     def options_for(self, index: int) -> GenerateOptions:
-        """The job's options with this file's output folder and source language."""
+        """The job's options with this file's output folder (else the options' own)
+        and source language."""
         item = self.files[index]
-        options = replace(self.options, out_dir=item.out_dir)
+        options = self.options
+        if item.out_dir is not None:
+            options = replace(options, out_dir=item.out_dir)
         return options if item.source is None else replace(options, source=item.source)
 
     def start(self, index: int) -> None:
