@@ -372,3 +372,17 @@ def test_files_without_an_output_folder_take_the_options_own(
         "short.mn.srt",
     ]
     assert not list(a.parent.glob("*.srt"))
+
+
+def test_a_report_keeps_names_that_are_not_utf8(tmp_path: Path) -> None:
+    """JSON lines escape the name (read back as the same name); CSV keeps its bytes."""
+    from subplug.jobs.report import DONE, FileRow, Report
+
+    odd = str(tmp_path / os.fsdecode(b"bad\xff.mp4"))
+    report = Report()
+    report.add(FileRow(odd, DONE, outputs=(odd[:-4] + ".en.srt",), duration=1.0))
+    report.add(FileRow(str(tmp_path / "ok.mp4"), DONE))
+    jsonl, table = report.write(tmp_path / "r.jsonl"), report.write(tmp_path / "r.csv")
+    rows = [json.loads(line) for line in jsonl.read_text("utf-8").splitlines()]
+    assert [r["media"] for r in rows] == sorted([odd, str(tmp_path / "ok.mp4")])
+    assert os.fsencode(odd) in table.read_bytes()

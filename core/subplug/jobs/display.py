@@ -63,7 +63,7 @@ class JobDisplay:
             self.progress.update(
                 self.task,
                 completed=data["files_done"],
-                audio=f"{data['audio_seconds'] / 3600:.2f} h audio",
+                audio=f"{_clock(data['audio_seconds'])} of audio",
                 speed=f"{data['speed']:.1f}x real time",
                 eta="" if eta is None else f"ETA {_clock(eta)}",
             )
@@ -80,6 +80,7 @@ class JobDisplay:
             self.done.append({k: data[k] for k in keep if k in data})
         elif event.kind == "job-done":
             self.job = dict(data)
+            self.progress.update(self.task, stage="")
 
     def close(self) -> None:
         if self.task is not None:
