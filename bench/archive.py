@@ -18,9 +18,13 @@ way:
 
 For each it prints wall seconds, CPU seconds (this process and its children, Ray's
 worker processes included), audio-hours per hour (audio seconds / wall seconds) and the
-batch fill (chunks per model call over the batch size). ``fake`` is the fake backend (no
-model compute: the pipeline's own cost); ``tiny`` is the tiny random Gemma 3n on the CPU
-(real model code, tiny matrices). Neither says how fast E2B is: bench/archive_gpu.py.
+batch fill (chunks per batch over the batch size; a batch is one call of
+``transcribe()``: one model call, and a second for chunks that lack a language), and
+each way's speed over the first way's in the same run (a ratio that a noisy shared
+machine disturbs less).
+``fake`` is the fake backend (no model compute: the pipeline's own cost); ``tiny`` is
+the tiny random Gemma 3n on the CPU (real model code, tiny matrices). Neither says how
+fast E2B is: bench/archive_gpu.py.
 """
 
 from __future__ import annotations
@@ -73,29 +77,6 @@ def make_archive(folder: Path, count: int, shortest: float, longest: float, seed
     return total
 
 
-class Counting:
-    """A backend wrapper counting calls and chunks (for one-by-one's batch fill)."""
-
-    def __init__(self, backend: Any) -> None:
-        self.inner = backend
-        self.name = backend.name
-        self.calls: list[int] = []
-
-    @property
-    def batch_size(self) -> Any:
-        return getattr(self.inner, "batch_size", None)
-
-    def generate(self, requests: Any, **kwargs: Any) -> Any:
-        self.calls.append(len(requests))
-        return self.inner.generate(requests, **kwargs)
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def describe(self) -> Any:
-        return self.inner.describe()
-
-
 def cpu_seconds() -> float:
     """CPU seconds of this process and its children, live ones included (psutil)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -131,14 +112,25 @@ def run_way(way: str, media: list[Path], options: Any, ray_cpus: int) -> dict[st
     os.environ["SUBPLUG_HOME"] = home
     cpu0, wall0 = cpu_seconds(), time.monotonic()
     if way == "one-by-one":
-        backend = Counting(plugins.load_backend(options.backend, options.backend_options))
-        with Engine(events=events, backend=backend) as engine:
-            results = engine.run(media, options)
-        from subplug.transcribe import batch_size_of
+        # A batch is one call of transcribe() (the chunks it was given; a second round
+        # for chunks missing a language is part of it), as the job's batch-done counts.
+        from subplug import transcribe
 
-        size = batch_size_of(backend, options.backend_options.batch_size)
-        batches = [(n, size) for n in backend.calls]
-        backend.close()
+        backend = plugins.load_backend(options.backend, options.backend_options)
+        size = transcribe.batch_size_of(backend, options.backend_options.batch_size)
+        real = transcribe.transcribe
+
+        def counted(backend: Any, chunks: Any, *args: Any, **kwargs: Any) -> Any:
+            batches.append((len(chunks), size))
+            return real(backend, chunks, *args, **kwargs)
+
+        transcribe.transcribe = counted  # type: ignore[assignment]
+        try:
+            with Engine(events=events, backend=backend) as engine:
+                results = engine.run(media, options)
+        finally:
+            transcribe.transcribe = real  # type: ignore[assignment]
+            backend.close()
         failed = sum(r is None for r in results)
     else:
         started = False
@@ -224,8 +216,9 @@ def main() -> int:
         )
         print(
             f"{'way':<12} {'wall s':>8} {'CPU s':>8} {'audio-h/h':>10} {'calls':>6} "
-            f"{'chunks':>7} {'fill':>6}"
+            f"{'chunks':>7} {'fill':>6} {'speed vs first':>14}"
         )
+        first: float | None = None
         for way in args.ways.split(","):
             options = GenerateOptions(
                 backend=backend,
@@ -235,9 +228,11 @@ def main() -> int:
                 formats=("ass", "srt"),
             )
             row = run_way(way, media, options, args.ray_cpus)
+            first = first or row["wall"]
             print(
                 f"{way:<12} {row['wall']:8.1f} {row['cpu']:8.1f} {audio / row['wall']:10.1f} "
-                f"{row['calls']:6d} {row['chunks']:7d} {row['fill']:6.2f}"
+                f"{row['calls']:6d} {row['chunks']:7d} {row['fill']:6.2f} "
+                f"{first / row['wall']:13.2f}x"
                 + (f"  ({row['failed']} failed)" if row["failed"] else ""),
                 flush=True,
             )

@@ -13,6 +13,11 @@ every answer is held to a real bilingual answer's length (``--answer-tokens`` pe
 of speech, as bench/rtf.py does). Prints audio-hours per hour (= × real time), batch
 fill, and whether the target (``--target``, 200× real time on one H100-class GPU) is met.
 
+    python bench/archive_gpu.py --smoke    # the same steps with the tiny model on the CPU
+
+``--smoke`` checks the script itself where there is no GPU: the tiny random model
+instead of E2B, on the CPU, 3 short files; its figures say nothing about a GPU.
+
 Not run for this work: no GPU was available (docs/performance.md).
 """
 
@@ -31,22 +36,36 @@ import rtf  # noqa: E402  (bench/rtf.py)
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", type=Path, required=True, help="random E2B folder")
-    parser.add_argument("--device", default="cuda")
-    parser.add_argument("--files", type=int, default=200)
-    parser.add_argument("--min", type=float, default=10.0)
-    parser.add_argument("--max", type=float, default=90.0)
+    parser.add_argument("--checkpoint", type=Path, default=None, help="random E2B folder")
+    parser.add_argument("--smoke", action="store_true", help="tiny model on the CPU (module doc)")
+    parser.add_argument("--device", default=None, help="default: cuda (cpu with --smoke)")
+    parser.add_argument("--files", type=int, default=None, help="default: 200 (3 with --smoke)")
+    parser.add_argument("--min", type=float, default=None, help="default: 10 (4 with --smoke)")
+    parser.add_argument("--max", type=float, default=None, help="default: 90 (12 with --smoke)")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--answer-tokens", type=int, default=240)
     parser.add_argument("--kept-tokens", type=int, default=131_072)
     parser.add_argument("--ways", default="one-by-one,cross-file")
     parser.add_argument("--target", type=float, default=200.0)
     args = parser.parse_args()
+    if args.checkpoint is None and not args.smoke:
+        parser.error("give --checkpoint FOLDER (the random E2B is built there), or --smoke")
+    smoke = args.smoke
+    args.device = args.device or ("cpu" if smoke else "cuda")
+    args.files = args.files or (3 if smoke else 200)
+    args.min = args.min if args.min is not None else (4.0 if smoke else 10.0)
+    args.max = args.max if args.max is not None else (12.0 if smoke else 90.0)
 
     from subplug import prompts
     from subplug.types import BackendOptions, GenerateOptions
 
-    rtf.ensure_e2b_folder(args.checkpoint, args.kept_tokens)
+    work = Path(tempfile.mkdtemp(prefix="bench-archive-gpu-"))
+    if smoke:
+        from subplug.testing.tiny import build_tiny_model
+
+        args.checkpoint = build_tiny_model(work / "tiny")
+    else:
+        rtf.ensure_e2b_folder(args.checkpoint, args.kept_tokens)
     real_budget = prompts.max_new_tokens_for
     per_second = args.answer_tokens / 30.0
 
@@ -55,7 +74,6 @@ def main() -> int:
         return min(real_budget(seconds, task), max(8, round(per_second * share * seconds)))
 
     prompts.max_new_tokens_for = held  # type: ignore[assignment]
-    work = Path(tempfile.mkdtemp(prefix="bench-archive-gpu-"))
     audio = archive.make_archive(work / "media", args.files, args.min, args.max, seed=13)
     media = sorted(p for p in (work / "media").rglob("*") if p.is_file())
     print(f"{rtf.machine()}\n{args.files} files, {audio / 3600:.2f} h of audio")
