@@ -108,9 +108,11 @@ class JobDisplay:
         failed = sorted(report.failed(), key=lambda r: r.media)
         for row in failed[:LISTED]:
             error = row.error or {}
+            message, where = str(error.get("message")), shown(row.media)
+            if not message.startswith(where):
+                message = f"{where}: {message}"
             out.print(
-                f"[bold red]failed:[/] {escape(shown(row.media))}: "
-                f"{escape(str(error.get('message')))} [dim]\\[{error.get('reference')}][/]"
+                f"[bold red]failed:[/] {escape(message)} [dim]\\[{error.get('reference')}][/]"
             )
             if error.get("hint"):
                 out.print(f"  [bold]hint:[/] {escape(str(error['hint']))}")
