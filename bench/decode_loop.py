@@ -59,7 +59,6 @@ def _hf(backend: Any, requests: list[Any], tokens: int, static: bool) -> int:
 
 def _ours(backend: Any, requests: list[Any], tokens: int) -> int:
     import torch
-
     from subplug.backends import decode
 
     rows = [
@@ -81,7 +80,6 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
-
     from subplug.backends.gemma3n import Gemma3nBackend
     from subplug.testing.tiny import build_tiny_model
     from subplug.types import BackendOptions

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,26 @@ from subplug.types import (
 EventSink = Callable[[JobEvent], None]
 #: Seconds between two progress events while a batch decodes.
 PARTIAL_PROGRESS_EVERY = 0.25
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedMedia:
+    """A file decoded and planned (:meth:`Engine.prepare_media`): what the model stage
+    and cue shaping need."""
+
+    media: Path
+    stream: int
+    """The audio stream used, counted among the file's audio streams."""
+    samples: Any = field(repr=False)
+    """16 kHz mono float32 sound of the whole file."""
+    plan: tuple[ChunkSpan, ...]
+    duration: float
+    warnings: tuple[str, ...] = ()
+    """Messages of the warnings already emitted (``no-speech``)."""
+
+    def chunk(self, span: ChunkSpan) -> AudioChunk:
+        """The samples of one planned chunk."""
+        return _chunk(self.samples, span)
 
 
 @dataclass(frozen=True)
@@ -249,8 +269,17 @@ class Engine:
 
     def _generate(self, media: Path, options: GenerateOptions) -> Tracks:
         """:meth:`generate` with options already prepared."""
-        from subplug import cues, segment
+        prepared = self.prepare_media(media, options)
+        journal = self.journal_for(media, prepared.stream, options)
+        transcripts = self._transcribe(media, prepared.samples, prepared.plan, options, journal)
+        return self.shape(prepared, transcripts, options)
+
+    def prepare_media(self, media: Path, options: GenerateOptions) -> PreparedMedia:
+        """The CPU stage of one file: probe, decode, find speech and plan the chunks
+        (``stage``, ``decode-progress``, ``vad-progress`` events; a ``no-speech``
+        warning). Nothing reaches the model; options must be prepared."""
         from subplug import media as media_module
+        from subplug import segment
 
         self.emit("stage", media, stage="probe")
         info = media_module.probe(media)
@@ -282,13 +311,22 @@ class Engine:
             message = "No speech found; no subtitles were made."
             warnings.append(message)
             self.emit("warning", media, reference="no-speech", message=message)
+        return PreparedMedia(media, stream.index, samples, tuple(plan), duration, tuple(warnings))
 
-        journal = self._journal(media, stream.index, options)
-        transcripts = self._transcribe(media, samples, plan, options, journal)
+    def shape(
+        self, prepared: PreparedMedia, transcripts: Sequence[Transcript], options: GenerateOptions
+    ) -> Tracks:
+        """Cue shaping of a file's transcripts (one per planned chunk, in plan order)
+        into its :class:`Tracks`, with a ``warning`` event for each way they fall short."""
+        from subplug import cues
+
+        media, warnings = prepared.media, list(prepared.warnings)
         tracks = {
             lang: cues.shape_track(transcripts, lang, options.cues) for lang in options.targets
         }
-        for reference, message, data in _track_warnings(tracks, len(plan), options.targets):
+        for reference, message, data in _track_warnings(
+            tracks, len(prepared.plan), options.targets
+        ):
             warnings.append(message)
             self.emit("warning", media, reference=reference, message=message, **data)
         detected = {t.source_lang for t in transcripts if t.source_lang}
@@ -297,7 +335,7 @@ class Engine:
             source_lang=detected.pop() if len(detected) == 1 else None,
             tracks=tracks,
             transcripts=tuple(transcripts),
-            duration=duration,
+            duration=prepared.duration,
             warnings=tuple(warnings),
         )
 
@@ -311,9 +349,21 @@ class Engine:
         files.check_writable(paths, overwrite=options.overwrite, ours=ours)
         return planned_outputs(media, options)
 
-    def write(self, tracks: Tracks, options: GenerateOptions) -> Tracks:
+    def outputs_for(self, tracks: Tracks, options: GenerateOptions) -> list[PlannedOutput]:
+        """The files :meth:`write` writes for ``tracks``: those with cues to hold."""
+        has_cues = {lang for lang, track in tracks.tracks.items() if track.cues}
+        return [
+            o
+            for o in planned_outputs(tracks.media, options)
+            if (bool(has_cues & set(o.langs)) if o.format.bilingual else set(o.langs) <= has_cues)
+        ]
+
+    def write(
+        self, tracks: Tracks, options: GenerateOptions, *, resumed: int | None = None
+    ) -> Tracks:
         """Write the planned files for ``tracks`` atomically; returns them with
-        ``outputs`` filled.
+        ``outputs`` filled. ``resumed`` (chunks taken from an earlier run's journal, for
+        ``file-done``) defaults to what :meth:`run` counted for the file.
 
         A file is written only when it has cues: a one-language file (``.srt``,
         ``.vtt``) is skipped for a language without any, a bilingual one when no
@@ -321,12 +371,9 @@ class Engine:
         so unless ``tracks`` already carries a warning explaining why (no speech, no
         text)."""
 
-        has_cues = {lang for lang, track in tracks.tracks.items() if track.cues}
-        outputs = [
-            o
-            for o in planned_outputs(tracks.media, options)
-            if (bool(has_cues & set(o.langs)) if o.format.bilingual else set(o.langs) <= has_cues)
-        ]
+        if resumed is None:
+            resumed = self._resumed.get(tracks.media, 0)
+        outputs = self.outputs_for(tracks, options)
         if not outputs:
             if not tracks.warnings:
                 message = "No subtitle file was written: there were no cues to write."
@@ -335,7 +382,7 @@ class Engine:
             self._finish_journal(tracks.media)
             self.emit(
                 "file-done", tracks.media, outputs=[], cues={}, source_lang=None,
-                duration=tracks.duration, resumed=self._resumed.get(tracks.media, 0),
+                duration=tracks.duration, resumed=resumed,
             )  # fmt: skip
             return tracks
         self.emit("stage", tracks.media, stage="write")
@@ -353,7 +400,7 @@ class Engine:
             cues={lang: len(track.cues) for lang, track in tracks.tracks.items()},
             source_lang=tracks.source_lang,
             duration=tracks.duration,
-            resumed=self._resumed.get(tracks.media, 0),
+            resumed=resumed,
         )
         return done
 
@@ -365,7 +412,9 @@ class Engine:
         if journal is not None:
             journal.remove()
 
-    def _settings(self, stream: int, options: GenerateOptions) -> dict[str, Any]:
+    def settings(self, stream: int | None, options: GenerateOptions) -> dict[str, Any]:
+        """Every setting that changes the model's output (the journal key's part besides
+        the media): options must be prepared (the model's contents fingerprint)."""
         backend_options = options.backend_options
         return {
             "stream": stream,
@@ -380,12 +429,14 @@ class Engine:
             "max_chunk": options.max_chunk,
         }
 
-    def _journal(self, media: Path, stream: int, options: GenerateOptions) -> Journal | None:
+    def journal_for(self, media: Path, stream: int, options: GenerateOptions) -> Journal | None:
+        """The journal of ``media`` for these (prepared) options, or ``None`` without
+        ``resume``; removed once the file is written (:meth:`write`)."""
         if not options.resume:
             return None
         from subplug.cache import journal_dir
 
-        key = journal_key(media_fingerprint(media), self._settings(stream, options))
+        key = journal_key(media_fingerprint(media), self.settings(stream, options))
         journal = Journal.open(journal_dir(), key)
         self._journals[media] = journal
         return journal
@@ -404,12 +455,7 @@ class Engine:
         many steps for one long answer while the others wait."""
         from subplug.transcribe import batch_size_of, transcribe
 
-        done = journal.load() if journal is not None else {}
-        results: dict[int, Transcript] = {}
-        for span in plan:
-            entry = done.get(span.index)
-            if entry is not None and entry.matches(span):
-                results[span.index] = Transcript(span, entry.source_lang, entry.texts, entry.raw)
+        results = resumed_transcripts(journal, plan)
         resumed = len(results)
         self._resumed[media] = resumed
         todo = [span for span in plan if span.index not in results]
@@ -432,16 +478,7 @@ class Engine:
                     new = transcribe(
                         backend, chunks, options.source, options.targets, progress=moved
                     )
-                    if journal is not None:
-                        journal.append(
-                            (
-                                t.chunk,
-                                JournalEntry(
-                                    t.chunk.start, t.chunk.end, t.source_lang, t.texts, t.raw
-                                ),
-                            )
-                            for t in new
-                        )
+                    record(journal, new)
                     for transcript in new:
                         results[transcript.chunk.index] = transcript
                     self._progress(media, len(results), len(plan), resumed)
@@ -510,6 +547,29 @@ def _track_warnings(
             )
             found.append(("cues-dropped", message, {"lang": lang, "count": len(dropped)}))
     return found
+
+
+def resumed_transcripts(
+    journal: Journal | None, plan: Sequence[ChunkSpan]
+) -> dict[int, Transcript]:
+    """The transcripts an earlier run journaled for chunks of ``plan`` (by index; a
+    line is reused only when its span matches the plan's exactly)."""
+    done = journal.load() if journal is not None else {}
+    results: dict[int, Transcript] = {}
+    for span in plan:
+        entry = done.get(span.index)
+        if entry is not None and entry.matches(span):
+            results[span.index] = Transcript(span, entry.source_lang, entry.texts, entry.raw)
+    return results
+
+
+def record(journal: Journal | None, transcripts: Iterable[Transcript]) -> None:
+    """Journal finished chunks (nothing without a journal)."""
+    if journal is not None:
+        journal.append(
+            (t.chunk, JournalEntry(t.chunk.start, t.chunk.end, t.source_lang, t.texts, t.raw))
+            for t in transcripts
+        )
 
 
 def _model_key(options: GenerateOptions) -> tuple[Any, ...]:

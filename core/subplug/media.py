@@ -191,7 +191,8 @@ def _check_file(path: Path) -> None:
         raise SubplugError(
             "media-is-directory",
             f"{path} is a folder, not a media file.",
-            "Give the path of a video or audio file inside it.",
+            "Give a video or audio file inside it, or subtitle every media file in it "
+            "with: subplug generate --recursive FOLDER",
             context=where,
         ) from None
     except PermissionError:

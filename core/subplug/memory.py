@@ -28,8 +28,9 @@ GIB = 1024**3
 #: Largest batch :func:`choose_batch_size` picks by itself, per device kind (free memory
 #: decides below that). On the CPU decoding is bound by reading the weights, so larger
 #: batches pay: E2B's model time per 30 s chunk fell 3x from batch 1 to 4 and another
-#: 1.5x to 16 (docs/performance.md).
-MAX_AUTO_BATCH = {"cuda": 16, "mps": 8, "cpu": 16}
+#: 1.5x to 16 (docs/performance.md). On a GPU free memory decides (E2B in bf16: about 27
+#: chunks on 24 GiB, 140 on 80 GiB); 256 only bounds a batch's worst-case wait.
+MAX_AUTO_BATCH = {"cuda": 256, "mps": 8, "cpu": 16}
 
 
 @dataclass(frozen=True)

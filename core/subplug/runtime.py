@@ -261,6 +261,71 @@ def _cuda_bf16_supported(device: str) -> bool:
     return major >= 8
 
 
+# ------------------------------------------------------------------- attention
+
+#: transformers' attention kernels subplug may choose, fastest first.
+ATTENTION_KERNELS = ("flash_attention_3", "flash_attention_2", "sdpa", "eager")
+
+
+def choose_attention(
+    device: str,
+    dtype: str,
+    *,
+    capability: tuple[int, int] | None,
+    installed: frozenset[str],
+    requested: str | None = None,
+) -> str:
+    """The attention kernel for a model on ``device`` computing in ``dtype``. Pure.
+
+    On a CUDA GPU in bfloat16/float16 the fastest the installed stack offers:
+    FlashAttention 3 on Hopper (compute capability 9.x), FlashAttention 2 on Ampere
+    and later (8.0+), when their packages are ``installed``; PyTorch's ``sdpa``
+    everywhere else (CPU, MPS, float32, older GPUs). ``requested``
+    (``SUBPLUG_ATTENTION``) wins when it names a kernel in :data:`ATTENTION_KERNELS`.
+    """
+    if requested:
+        if requested not in ATTENTION_KERNELS:
+            raise SubplugError(
+                "bad-attention",
+                f"Unknown attention kernel {requested!r} in SUBPLUG_ATTENTION.",
+                f"Use one of: {', '.join(ATTENTION_KERNELS)}, or unset it.",
+            )
+        return requested
+    if device_kind(device) != "cuda" or dtype not in ("bfloat16", "float16"):
+        return "sdpa"
+    major = capability[0] if capability else 0
+    if major == 9 and "flash_attention_3" in installed:
+        return "flash_attention_3"
+    if major >= 8 and "flash_attention_2" in installed:
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def resolve_attention(device: str, dtype: str) -> str:
+    """:func:`choose_attention` with the facts asked from torch and transformers."""
+    import os
+
+    capability = None
+    installed: set[str] = set()
+    if device_kind(device) == "cuda":
+        import torch
+        from transformers.utils import import_utils
+
+        index = int(device.split(":", 1)[1]) if ":" in device else 0
+        capability = tuple(torch.cuda.get_device_capability(index))
+        for name in ("flash_attention_3", "flash_attention_2"):
+            check = getattr(import_utils, f"is_{name.replace('attention', 'attn')}_available", None)
+            if check is not None and check():
+                installed.add(name)
+    return choose_attention(
+        device,
+        dtype,
+        capability=capability,  # type: ignore[arg-type]
+        installed=frozenset(installed),
+        requested=os.environ.get("SUBPLUG_ATTENTION") or None,
+    )
+
+
 def torch_dtype(name: str) -> torch.dtype:
     """The torch dtype the weights are stored in for a canonical dtype name."""
     import torch

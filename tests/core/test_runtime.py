@@ -191,7 +191,9 @@ def test_batch_size_follows_free_memory(e2b_estimate: memory.MemoryEstimate) -> 
     weights = e2b_estimate.weight_bytes
     tight = memory.batch_size_for(e2b_estimate, "cuda:0", weights + GIB + 3 * per_item)
     roomy = memory.batch_size_for(e2b_estimate, "cuda:0", 80 * GIB)
-    assert 1 <= tight < roomy == memory.MAX_AUTO_BATCH["cuda"]
+    huge = memory.batch_size_for(e2b_estimate, "cuda:0", 1024 * GIB)
+    # An 80 GiB GPU is not held to a small fixed cap: free memory decides.
+    assert 1 <= tight < 16 < roomy < huge == memory.MAX_AUTO_BATCH["cuda"]
     assert memory.batch_size_for(e2b_estimate, "cpu", 64 * GIB) == memory.MAX_AUTO_BATCH["cpu"]
     assert memory.batch_size_for(e2b_estimate, "cuda:0", weights) == 1  # never below one
     assert memory.batch_size_for(e2b_estimate, "cuda:0", None) >= 1
@@ -296,3 +298,49 @@ def test_bf16_upcast_computes_large_products_in_float32() -> None:
 def test_describe_bytes() -> None:
     assert memory.describe_bytes(3 * GIB // 2) == "1.5 GiB"
     assert memory.describe_bytes(5 * 1024**2) == "5 MiB"
+
+
+# ------------------------------------------------------------------- attention
+
+FLASH = frozenset({"flash_attention_2", "flash_attention_3"})
+
+
+@pytest.mark.parametrize(
+    ("device", "dtype", "capability", "installed", "expected"),
+    [
+        ("cuda:0", "bfloat16", (9, 0), FLASH, "flash_attention_3"),  # H100/H200
+        ("cuda:0", "bfloat16", (9, 0), frozenset({"flash_attention_2"}), "flash_attention_2"),
+        ("cuda:1", "float16", (8, 6), FLASH, "flash_attention_2"),  # Ampere: no FA3
+        ("cuda", "bfloat16", (10, 0), FLASH, "flash_attention_2"),  # FA3 is Hopper-only
+        ("cuda:0", "bfloat16", (9, 0), frozenset(), "sdpa"),  # nothing installed
+        ("cuda:0", "float16", (7, 5), FLASH, "sdpa"),  # Turing: FlashAttention 2 needs 8.0
+        ("cuda:0", "float32", (9, 0), FLASH, "sdpa"),  # flash kernels are 16-bit only
+        ("cpu", "bfloat16", None, FLASH, "sdpa"),
+        ("mps", "float16", None, FLASH, "sdpa"),
+    ],
+)
+def test_attention_is_the_fastest_the_stack_offers_on_a_gpu_and_sdpa_elsewhere(
+    device: str,
+    dtype: str,
+    capability: tuple[int, int] | None,
+    installed: frozenset[str],
+    expected: str,
+) -> None:
+    choice = runtime.choose_attention(device, dtype, capability=capability, installed=installed)
+    assert choice == expected
+
+
+def test_attention_can_be_forced_and_a_wrong_name_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    forced = runtime.choose_attention(
+        "cuda:0", "bfloat16", capability=(9, 0), installed=FLASH, requested="eager"
+    )
+    assert forced == "eager"
+    with pytest.raises(SubplugError) as err:
+        runtime.choose_attention("cpu", "float32", capability=None, installed=FLASH, requested="x")
+    assert err.value.reference == "bad-attention"
+    # On this machine (no GPU) the backend's own choice is sdpa, or what is forced.
+    assert runtime.resolve_attention("cpu", "bfloat16") == "sdpa"
+    monkeypatch.setenv("SUBPLUG_ATTENTION", "eager")
+    assert runtime.resolve_attention("cpu", "bfloat16") == "eager"

@@ -35,7 +35,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
             | {"calls", "choice", "loading"}
         ),
     ),
-    ("engines", frozenset({"backends", "engine", "live", "hosts", "default_plugins"})),
+    ("engines", frozenset({"backends", "engine", "jobs", "live", "hosts", "default_plugins"})),
     ("tools", frozenset({"testing", "selftest"})),
     ("front", frozenset({"commands", "doctor", "cli", "__main__"})),
 )

@@ -150,6 +150,7 @@ class Gemma3nBackend:
         self.merged = False
         self.skipped_adapter_tensors: dict[str, int] = {}
         self.load_facts: dict[str, Any] = {}
+        self.attention = "sdpa"
         if self.quant.bits is not None:
             self.dtype_name = "float32"
             estimate = estimate_memory(
@@ -177,7 +178,11 @@ class Gemma3nBackend:
                 self.device, options.threads, params=estimate.params
             )
             torch_dtype = runtime.torch_dtype(self.dtype_name)
-            load_kwargs: dict[str, Any] = {"dtype": torch_dtype, "attn_implementation": "sdpa"}
+            self.attention = runtime.resolve_attention(self.device, self.dtype_name)
+            load_kwargs: dict[str, Any] = {
+                "dtype": torch_dtype,
+                "attn_implementation": self.attention,
+            }
             if self.device != "cpu":
                 load_kwargs["device_map"] = {"": self.device}
             with quiet_loading():
@@ -320,7 +325,7 @@ class Gemma3nBackend:
             "kernel": self.quant.kernel,
             "kept_tokens": self.kept_tokens,
             **self.load_facts,
-            "attention": "sdpa",
+            "attention": self.attention,
             "params": self.params,
             "vision_params_skipped": self.vision_params_skipped,
             "vision_bytes_saved": self.vision_bytes_saved,

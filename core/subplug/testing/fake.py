@@ -7,11 +7,20 @@ pass ``script``: a function from (request) to the raw text.
 
 ``SUBPLUG_FAKE_DELAY=SECONDS`` makes every request take that long, so tests can
 interrupt a run of ``subplug`` in a child process while it transcribes.
+``SUBPLUG_FAKE_LOG=FILE`` appends a JSON line per answered request (process id, the
+backend's call number, chunk index and times, :func:`chunk_digest` of its samples), so
+tests can count the model work done in other processes (Ray actors). With
+``SUBPLUG_FAKE_DIE_AT=N`` as well, the process that answers the log's N-th request kills
+itself (SIGKILL, once: a ``FILE.died`` marker remembers it) right after logging it, in
+the middle of its batch: a model worker dying at a known moment.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -61,6 +70,40 @@ def fake_answer(request: BackendRequest) -> str:
     return f"### Mongolian\n\n{mn}\n\n---\n\n### English\n\n{en}"
 
 
+def chunk_digest(samples: Any) -> str:
+    """A short hash of a chunk's samples: which chunk of which file a request was."""
+    import numpy as np
+
+    return hashlib.sha1(np.ascontiguousarray(samples, dtype=np.float32).tobytes()).hexdigest()[:16]
+
+
+def _log(request: BackendRequest, call: int) -> None:
+    path = os.environ.get("SUBPLUG_FAKE_LOG")
+    if not path:
+        return
+    span = request.chunk.span
+    line = {
+        "pid": os.getpid(),
+        "call": call,
+        "index": span.index,
+        "start": span.start,
+        "end": span.end,
+        "task": request.task.value,
+        "digest": chunk_digest(request.chunk.samples),
+    }
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(line) + "\n")
+        handle.flush()
+    die_at = os.environ.get("SUBPLUG_FAKE_DIE_AT")
+    marker = f"{path}.died"
+    if die_at and not os.path.exists(marker):
+        with open(path, encoding="utf-8") as handle:
+            answered = sum(1 for _ in handle)
+        if answered == int(die_at):
+            open(marker, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
 class FakeBackend:
     """A :class:`~subplug.types.Backend` that needs no model."""
 
@@ -91,6 +134,7 @@ class FakeBackend:
             if delay > 0:
                 time.sleep(delay)
             answers.append(self.script(request))
+            _log(request, len(self.calls))
             if progress is not None:
                 progress(done, len(requests))
         return answers
