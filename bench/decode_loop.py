@@ -102,7 +102,7 @@ def main() -> None:
         requests = _requests(batch)
         prefill: dict[str, tuple[float, float]] = {}
         best: dict[str, tuple[float, float]] = {}
-        for name, way in ways.items():  # prefill alone: one token
+        for name in ways:  # prefill alone: one token
             began = _now()
             if name == "subplug loop":
                 _ours(backend, requests, 1)
