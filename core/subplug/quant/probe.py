@@ -27,12 +27,12 @@ E2B_PREFILL_OPS = 2 * 215 * 1_844_445_184
 #: Whole-model time ÷ kernel-only prediction, from bench/rtf.py (random-init E2B,
 #: int8-trim, one thread) beside this probe's figures on the same machine, natively
 #: (AVX-512 VNNI) and with AVX2 only (docs/performance.md, "Calibrating doctor's
-#: estimate"): steps 1.14 and 1.20, encoder 2.18 and 1.98, prefill 2.62 and 2.36.
+#: estimate"): steps 1.14 and 1.24, encoder 2.18 and 1.80, prefill 2.62 and 2.20.
 STEP_OVERHEAD = 1.17
 ENCODER_OVERHEAD = 2.1
 PREFILL_OVERHEAD = 2.5
 #: A batch of 8 decoding steps costs this many single steps (bench/rtf.py: 2.4 natively,
-#: 3.1 with AVX2 only).
+#: 2.85 with AVX2 only).
 BATCH8_STEP_COST = 2.7
 #: Tokens of a bilingual answer for 30 s of speech.
 ANSWER_TOKENS = 240
