@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from subplug.backends import hf_model
-from subplug.backends.hf_model import Loaded, ModelFolder
+from subplug.backends.hf_model import ModelFolder
 from subplug.errors import SubplugError
 from subplug.hookspecs import hookimpl
 from subplug.prompts import script_counts
@@ -81,7 +81,7 @@ def inspect(folder: ModelFolder, options: BackendOptions) -> Capabilities:
     )
 
 
-class CtcBackend:
+class CtcBackend(hf_model.HfBackend):
     """A loaded CTC model answering :class:`~subplug.types.BackendRequest` s."""
 
     name = BACKEND_NAME
@@ -89,40 +89,27 @@ class CtcBackend:
     def __init__(self, folder: ModelFolder, options: BackendOptions, caps: Capabilities) -> None:
         from transformers import AutoModelForCTC, AutoProcessor
 
-        from subplug.backends.gemma3n_model import quiet_loading
-
         self.capabilities = caps
         self.codes = {
             lang: code for lang, code in languages(folder).items() if lang in caps.transcribes
         }
         if not self.codes:  # stated by subplug-capabilities.json, not found in the files
             self.codes = dict.fromkeys(caps.transcribes)
-        self.loaded: Loaded = hf_model.prepare_load(options, folder, per_item_bytes=128 << 20)
-        where = self.loaded.placement
-        kwargs = hf_model.load_kwargs(where)
         first = next(iter(self.codes.values()), None)
-        if first is not None:
-            kwargs.update(target_lang=first, ignore_mismatched_sizes=True)
-        with quiet_loading():
-            self.processor = AutoProcessor.from_pretrained(folder.path)
-            model = AutoModelForCTC.from_pretrained(folder.path, **kwargs)
-        self.model = hf_model.finish_load(model, where)
+        adapter: dict[str, Any] = (
+            {} if first is None else {"target_lang": first, "ignore_mismatched_sizes": True}
+        )
+        self.load(
+            folder, options, AutoModelForCTC, AutoProcessor, per_item_bytes=128 << 20, **adapter
+        )
         self.current = first
         if first is not None:
             self.processor.tokenizer.set_target_lang(first)
-        self.batch_size = self.loaded.batch_size
 
-    def generate(
-        self,
-        requests: Sequence[BackendRequest],
-        *,
-        progress: Callable[[int, int], None] | None = None,
-    ) -> list[str]:
-        """The transcription per request, in order (the request's ``source`` picks the
-        language; every request is read as a transcription)."""
-        return hf_model.run_batches(
-            requests, self.batch_size, self._batch, progress=progress, group=self._language
-        )
+    def group(self, request: BackendRequest) -> Any:
+        """A batch holds requests of one language (every request is read as a
+        transcription in its ``source`` language)."""
+        return self._language(request)
 
     def _language(self, request: BackendRequest) -> str:
         lang = request.source or next(iter(self.codes))
@@ -166,29 +153,9 @@ class CtcBackend:
             hf_model.clean_answer(t, r.chunk.index) for t, r in zip(texts, requests, strict=True)
         ]
 
-    def close(self) -> None:
-        """Drop the model and free accelerator memory. Safe to call twice."""
-        if getattr(self, "model", None) is None:
-            return
-        from subplug import memory
-
-        self.model = None
-        memory.release_memory(self.loaded.placement.device)
-
-    def describe(self) -> Mapping[str, Any]:
+    def describe(self) -> dict[str, Any]:
         """Model, device, dtype, sizes and the adapter codes used per language."""
-        where = self.loaded.placement
-        return {
-            "backend": BACKEND_NAME,
-            "model": self.loaded.folder.label,
-            "model_path": str(self.loaded.folder.path),
-            "device": where.device,
-            "dtype": where.dtype,
-            "params": self.loaded.params,
-            "batch_size": self.batch_size,
-            "threads": self.loaded.threads,
-            "languages": dict(self.codes),
-        }
+        return {**super().describe(), "languages": dict(self.codes)}
 
 
 create_backend: hf_model.Factory[CtcBackend] = hf_model.Factory(

@@ -275,6 +275,90 @@ def finish_load(model: Any, where: Placement) -> Any:
     return model
 
 
+class HfModel:
+    """What a loaded transformers model of any family keeps and how it ends: ``loaded``
+    (folder, placement, sizes), ``model`` (``None`` once closed), ``processor`` and
+    ``batch_size``; :meth:`close` and :meth:`describe`."""
+
+    name: str
+    loaded: Loaded
+    model: Any
+    processor: Any
+    batch_size: int
+
+    def load(
+        self,
+        folder: ModelFolder,
+        options: BackendOptions,
+        model_class: Any,
+        processor_class: Any,
+        *,
+        per_item_bytes: int = 256 << 20,
+        **model_kwargs: Any,
+    ) -> None:
+        """The memory check, threads and batch size (:func:`prepare_load`), then the
+        processor and the model from ``folder`` (``model_kwargs`` added to
+        ``from_pretrained``'s), quietly, in eval mode (:func:`finish_load`)."""
+        from subplug.backends.gemma3n_model import quiet_loading
+
+        self.loaded = prepare_load(options, folder, per_item_bytes=per_item_bytes)
+        where = self.loaded.placement
+        with quiet_loading():
+            self.processor = processor_class.from_pretrained(folder.path)
+            model = model_class.from_pretrained(folder.path, **load_kwargs(where), **model_kwargs)
+        self.model = finish_load(model, where)
+        self.batch_size = self.loaded.batch_size
+
+    def close(self) -> None:
+        """Drop the model and free accelerator memory. Safe to call twice."""
+        if getattr(self, "model", None) is None:
+            return
+        from subplug import memory
+
+        self.model = None
+        memory.release_memory(self.loaded.placement.device)
+
+    def describe(self) -> dict[str, Any]:
+        """Model, device, dtype and sizes, for logs and reports."""
+        where = self.loaded.placement
+        return {
+            "backend": self.name,
+            "model": self.loaded.folder.label,
+            "model_path": str(self.loaded.folder.path),
+            "device": where.device,
+            "dtype": where.dtype,
+            "params": self.loaded.params,
+            "batch_size": self.batch_size,
+            "threads": self.loaded.threads,
+        }
+
+
+class HfBackend(HfModel):
+    """:class:`HfModel` answering :class:`~subplug.types.BackendRequest` s: a subclass
+    gives ``_batch(requests) -> texts`` for one batch and, when a batch must hold
+    requests of one kind (one language, one task), :meth:`group`."""
+
+    capabilities: Capabilities
+
+    def generate(
+        self,
+        requests: Sequence[BackendRequest],
+        *,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[str]:
+        """Raw text per request, in order (:func:`run_batches` over :meth:`group`)."""
+        return run_batches(
+            requests, self.batch_size, self._batch, progress=progress, group=self.group
+        )
+
+    def group(self, request: BackendRequest) -> Any:
+        """What a batch's requests must share; ``None``: anything may go together."""
+        return None
+
+    def _batch(self, requests: Sequence[BackendRequest]) -> list[str]:
+        raise NotImplementedError
+
+
 class Factory(Generic[L]):
     """A backend factory over two functions: ``inspect(folder, options)`` says what the
     model can do (cheap), ``load(folder, options, capabilities)`` loads it. ``check``

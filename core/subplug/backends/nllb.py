@@ -10,11 +10,11 @@ batches, greedily, with a budget that grows with the source text.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from subplug.backends import hf_model
-from subplug.backends.hf_model import Loaded, ModelFolder
+from subplug.backends.hf_model import ModelFolder
 from subplug.hookspecs import hookimpl
 from subplug.types import BackendOptions, Capabilities
 
@@ -43,7 +43,7 @@ def inspect(folder: ModelFolder, options: BackendOptions) -> Capabilities:
     )
 
 
-class NllbTranslator:
+class NllbTranslator(hf_model.HfModel):
     """A loaded NLLB model translating texts between English and Mongolian."""
 
     name = TRANSLATOR_NAME
@@ -51,17 +51,8 @@ class NllbTranslator:
     def __init__(self, folder: ModelFolder, options: BackendOptions, caps: Capabilities) -> None:
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-        from subplug.backends.gemma3n_model import quiet_loading
-
         self.directions = caps.translates
-        self.loaded: Loaded = hf_model.prepare_load(options, folder, per_item_bytes=64 << 20)
-        where = self.loaded.placement
-        with quiet_loading():
-            self.tokenizer = AutoTokenizer.from_pretrained(folder.path)
-            model = AutoModelForSeq2SeqLM.from_pretrained(
-                folder.path, **hf_model.load_kwargs(where)
-            )
-        self.model = hf_model.finish_load(model, where)
+        self.load(folder, options, AutoModelForSeq2SeqLM, AutoTokenizer, per_item_bytes=64 << 20)
         self.batch_size = options.batch_size or BATCH
 
     def translate(self, texts: Sequence[str], source: str, target: str) -> list[str]:
@@ -84,32 +75,23 @@ class NllbTranslator:
     def _batch(self, texts: Sequence[str], source: str, target: str) -> list[str]:
         import torch
 
-        self.tokenizer.src_lang = CODES[source]
-        encoded = self.tokenizer(list(texts), return_tensors="pt", padding=True)
+        self.processor.src_lang = CODES[source]
+        encoded = self.processor(list(texts), return_tensors="pt", padding=True)
         device = self.loaded.placement.device
         longest = int(encoded["input_ids"].shape[1])
         with torch.inference_mode(), hf_model.quiet_generation():
             ids = self.model.generate(
                 input_ids=encoded["input_ids"].to(device),
                 attention_mask=encoded["attention_mask"].to(device),
-                forced_bos_token_id=self.tokenizer.convert_tokens_to_ids(CODES[target]),
+                forced_bos_token_id=self.processor.convert_tokens_to_ids(CODES[target]),
                 do_sample=False,
                 num_beams=1,
                 max_new_tokens=16 + 2 * longest,
             )
-        decoded = self.tokenizer.batch_decode(ids, skip_special_tokens=True)
+        decoded = self.processor.batch_decode(ids, skip_special_tokens=True)
         return [hf_model.clean_answer(text, -1) for text in decoded]
 
-    def close(self) -> None:
-        """Drop the model. Safe to call twice."""
-        if getattr(self, "model", None) is None:
-            return
-        from subplug import memory
-
-        self.model = None
-        memory.release_memory(self.loaded.placement.device)
-
-    def describe(self) -> Mapping[str, Any]:
+    def describe(self) -> dict[str, Any]:
         """Model, device, dtype, directions."""
         where = self.loaded.placement
         return {

@@ -18,11 +18,11 @@ translates nothing; a fine-tune states more in ``subplug-capabilities.json`` (se
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from subplug.backends import hf_model
-from subplug.backends.hf_model import Loaded, ModelFolder
+from subplug.backends.hf_model import ModelFolder
 from subplug.hookspecs import hookimpl
 from subplug.languages import LANGUAGE_NAMES
 from subplug.prompts import other_language
@@ -81,7 +81,7 @@ def inspect(folder: ModelFolder, options: BackendOptions) -> Capabilities:
     )
 
 
-class Qwen3AsrBackend:
+class Qwen3AsrBackend(hf_model.HfBackend):
     """A loaded Qwen3-ASR answering :class:`~subplug.types.BackendRequest` s."""
 
     name = BACKEND_NAME
@@ -89,19 +89,9 @@ class Qwen3AsrBackend:
     def __init__(self, folder: ModelFolder, options: BackendOptions, caps: Capabilities) -> None:
         from transformers import AutoProcessor, Qwen3ASRForConditionalGeneration
 
-        from subplug.backends.gemma3n_model import quiet_loading
-
         self.capabilities = caps
-        self.loaded: Loaded = hf_model.prepare_load(options, folder)
-        where = self.loaded.placement
-        with quiet_loading():
-            self.processor = AutoProcessor.from_pretrained(folder.path)
-            model = Qwen3ASRForConditionalGeneration.from_pretrained(
-                folder.path, **hf_model.load_kwargs(where)
-            )
-        self.model = hf_model.finish_load(model, where)
+        self.load(folder, options, Qwen3ASRForConditionalGeneration, AutoProcessor)
         self.processor.tokenizer.padding_side = "left"
-        self.batch_size = self.loaded.batch_size
 
     def prompt(self, language: str | None) -> str:
         """The chat prompt for one clip, prefilled with ``language <Name><asr_text>``
@@ -124,16 +114,9 @@ class Qwen3AsrBackend:
             )
         )
 
-    def generate(
-        self,
-        requests: Sequence[BackendRequest],
-        *,
-        progress: Callable[[int, int], None] | None = None,
-    ) -> list[str]:
-        """The text per request, in order (without ``language …<asr_text>``)."""
-        return hf_model.run_batches(
-            requests, self.batch_size, self._batch, progress=progress, group=text_language
-        )
+    def group(self, request: BackendRequest) -> Any:
+        """A batch holds requests answered in one language (:func:`text_language`)."""
+        return text_language(request)
 
     def _batch(self, requests: Sequence[BackendRequest]) -> list[str]:
         import torch
@@ -166,29 +149,6 @@ class Qwen3AsrBackend:
             hf_model.clean_answer(_after_marker(t), r.chunk.index)
             for t, r in zip(texts, requests, strict=True)
         ]
-
-    def close(self) -> None:
-        """Drop the model and free accelerator memory. Safe to call twice."""
-        if getattr(self, "model", None) is None:
-            return
-        from subplug import memory
-
-        self.model = None
-        memory.release_memory(self.loaded.placement.device)
-
-    def describe(self) -> Mapping[str, Any]:
-        """Model, device, dtype and sizes, for logs and reports."""
-        where = self.loaded.placement
-        return {
-            "backend": BACKEND_NAME,
-            "model": self.loaded.folder.label,
-            "model_path": str(self.loaded.folder.path),
-            "device": where.device,
-            "dtype": where.dtype,
-            "params": self.loaded.params,
-            "batch_size": self.batch_size,
-            "threads": self.loaded.threads,
-        }
 
 
 def text_language(request: BackendRequest) -> str | None:

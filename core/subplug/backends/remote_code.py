@@ -28,11 +28,11 @@ given ``--source``, and translations come from a text translator.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from subplug.backends import hf_model
-from subplug.backends.hf_model import Loaded, ModelFolder
+from subplug.backends.hf_model import ModelFolder
 from subplug.errors import SubplugError
 from subplug.hookspecs import hookimpl
 from subplug.types import BackendOptions, BackendRequest, Capabilities
@@ -95,7 +95,7 @@ def inspect(folder: ModelFolder, options: BackendOptions) -> Capabilities:
     )
 
 
-class RemoteCodeBackend:
+class RemoteCodeBackend(hf_model.HfBackend):
     """A model with its own code, run through its speech-recognition pipeline."""
 
     name = BACKEND_NAME
@@ -106,7 +106,7 @@ class RemoteCodeBackend:
         from subplug.backends.gemma3n_model import quiet_loading
 
         self.capabilities = caps
-        self.loaded: Loaded = hf_model.prepare_load(options, folder)
+        self.loaded = hf_model.prepare_load(options, folder)
         where = self.loaded.placement
         log.warning(
             "Running the Python code that comes with %s (%s), as --trust-remote-code allows.",
@@ -115,7 +115,7 @@ class RemoteCodeBackend:
         )
         kwargs = hf_model.load_kwargs(where)
         with quiet_loading():
-            self.pipe = pipeline(  # type: ignore[call-overload]  # (the task is a str here)
+            self.model = pipeline(  # type: ignore[call-overload]  # (the task is a str here)
                 TASK,
                 model=str(folder.path),
                 trust_remote_code=True,
@@ -123,17 +123,8 @@ class RemoteCodeBackend:
                 dtype=kwargs["dtype"],
                 device=where.device,
             )
-        hf_model.finish_load(self.pipe.model, where)
+        hf_model.finish_load(self.model.model, where)
         self.batch_size = self.loaded.batch_size
-
-    def generate(
-        self,
-        requests: Sequence[BackendRequest],
-        *,
-        progress: Callable[[int, int], None] | None = None,
-    ) -> list[str]:
-        """The transcription per request, in order."""
-        return hf_model.run_batches(requests, self.batch_size, self._batch, progress=progress)
 
     def _batch(self, requests: Sequence[BackendRequest]) -> list[str]:
         import torch
@@ -143,7 +134,7 @@ class RemoteCodeBackend:
             torch.inference_mode(),
             hf_model.quiet_generation(),
         ):  # clip by clip: a model's own pipeline may not batch
-            found = self.pipe(
+            found = self.model(
                 clips, generate_kwargs={"max_new_tokens": max(r.max_new_tokens for r in requests)}
             )
         return [
@@ -151,29 +142,9 @@ class RemoteCodeBackend:
             for item, r in zip(found, requests, strict=True)
         ]
 
-    def close(self) -> None:
-        """Drop the pipeline and free accelerator memory. Safe to call twice."""
-        if getattr(self, "pipe", None) is None:
-            return
-        from subplug import memory
-
-        self.pipe = None
-        memory.release_memory(self.loaded.placement.device)
-
-    def describe(self) -> Mapping[str, Any]:
+    def describe(self) -> dict[str, Any]:
         """Model, its code files, device, dtype and sizes."""
-        where = self.loaded.placement
-        return {
-            "backend": BACKEND_NAME,
-            "model": self.loaded.folder.label,
-            "model_path": str(self.loaded.folder.path),
-            "code": code_files(self.loaded.folder),
-            "device": where.device,
-            "dtype": where.dtype,
-            "params": self.loaded.params,
-            "batch_size": self.batch_size,
-            "threads": self.loaded.threads,
-        }
+        return {**super().describe(), "code": code_files(self.loaded.folder)}
 
 
 create_backend: hf_model.Factory[RemoteCodeBackend] = hf_model.Factory(

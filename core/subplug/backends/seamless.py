@@ -15,11 +15,11 @@ greedy within the request's token budget.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from subplug.backends import hf_model
-from subplug.backends.hf_model import Loaded, ModelFolder
+from subplug.backends.hf_model import ModelFolder
 from subplug.hookspecs import hookimpl
 from subplug.prompts import other_language
 from subplug.types import BackendOptions, BackendRequest, Capabilities, Task
@@ -45,7 +45,7 @@ def inspect(folder: ModelFolder, options: BackendOptions) -> Capabilities:
     )
 
 
-class SeamlessBackend:
+class SeamlessBackend(hf_model.HfBackend):
     """A loaded SeamlessM4T v2 answering :class:`~subplug.types.BackendRequest` s."""
 
     name = BACKEND_NAME
@@ -53,29 +53,12 @@ class SeamlessBackend:
     def __init__(self, folder: ModelFolder, options: BackendOptions, caps: Capabilities) -> None:
         from transformers import AutoProcessor, SeamlessM4Tv2ForSpeechToText
 
-        from subplug.backends.gemma3n_model import quiet_loading
-
         self.capabilities = caps
-        self.loaded: Loaded = hf_model.prepare_load(options, folder)
-        where = self.loaded.placement
-        with quiet_loading():
-            self.processor = AutoProcessor.from_pretrained(folder.path)
-            model = SeamlessM4Tv2ForSpeechToText.from_pretrained(
-                folder.path, **hf_model.load_kwargs(where)
-            )
-        self.model = hf_model.finish_load(model, where)
-        self.batch_size = self.loaded.batch_size
+        self.load(folder, options, SeamlessM4Tv2ForSpeechToText, AutoProcessor)
 
-    def generate(
-        self,
-        requests: Sequence[BackendRequest],
-        *,
-        progress: Callable[[int, int], None] | None = None,
-    ) -> list[str]:
-        """Raw text per request, in order; a batch holds requests of one target language."""
-        return hf_model.run_batches(
-            requests, self.batch_size, self._batch, progress=progress, group=target_code
-        )
+    def group(self, request: BackendRequest) -> Any:
+        """A batch holds requests of one target language."""
+        return target_code(request)
 
     def _batch(self, requests: Sequence[BackendRequest]) -> list[str]:
         import torch
@@ -100,29 +83,6 @@ class SeamlessBackend:
         return [
             hf_model.clean_answer(t, r.chunk.index) for t, r in zip(texts, requests, strict=True)
         ]
-
-    def close(self) -> None:
-        """Drop the model and free accelerator memory. Safe to call twice."""
-        if getattr(self, "model", None) is None:
-            return
-        from subplug import memory
-
-        self.model = None
-        memory.release_memory(self.loaded.placement.device)
-
-    def describe(self) -> Mapping[str, Any]:
-        """Model, device, dtype and sizes, for logs and reports."""
-        where = self.loaded.placement
-        return {
-            "backend": BACKEND_NAME,
-            "model": self.loaded.folder.label,
-            "model_path": str(self.loaded.folder.path),
-            "device": where.device,
-            "dtype": where.dtype,
-            "params": self.loaded.params,
-            "batch_size": self.batch_size,
-            "threads": self.loaded.threads,
-        }
 
 
 def target_code(request: BackendRequest) -> str:

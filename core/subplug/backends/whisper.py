@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from subplug.backends import hf_model
-from subplug.backends.hf_model import Loaded, ModelFolder
+from subplug.backends.hf_model import ModelFolder
 from subplug.hookspecs import hookimpl
 from subplug.types import BackendOptions, BackendRequest, Capabilities, Task
 
@@ -69,7 +69,7 @@ def _task_tokens(generation: Mapping[str, Any]) -> set[str]:
     return {f"<|{task}|>" for task in generation.get("task_to_id") or ()}
 
 
-class WhisperBackend:
+class WhisperBackend(hf_model.HfBackend):
     """A loaded Whisper model answering :class:`~subplug.types.BackendRequest` s."""
 
     name = BACKEND_NAME
@@ -77,29 +77,12 @@ class WhisperBackend:
     def __init__(self, folder: ModelFolder, options: BackendOptions, caps: Capabilities) -> None:
         from transformers import AutoProcessor, WhisperForConditionalGeneration
 
-        from subplug.backends.gemma3n_model import quiet_loading
-
         self.capabilities = caps
-        self.loaded: Loaded = hf_model.prepare_load(options, folder)
-        where = self.loaded.placement
-        with quiet_loading():
-            self.processor = AutoProcessor.from_pretrained(folder.path)
-            model = WhisperForConditionalGeneration.from_pretrained(
-                folder.path, **hf_model.load_kwargs(where)
-            )
-        self.model = hf_model.finish_load(model, where)
-        self.batch_size = self.loaded.batch_size
+        self.load(folder, options, WhisperForConditionalGeneration, AutoProcessor)
 
-    def generate(
-        self,
-        requests: Sequence[BackendRequest],
-        *,
-        progress: Callable[[int, int], None] | None = None,
-    ) -> list[str]:
-        """Raw text per request, in order; batches hold requests of one language and task."""
-        return hf_model.run_batches(
-            requests, self.batch_size, self._batch, progress=progress, group=_whisper_args
-        )
+    def group(self, request: BackendRequest) -> Any:
+        """A batch holds requests of one language and task."""
+        return _whisper_args(request)
 
     def _batch(self, requests: Sequence[BackendRequest]) -> list[str]:
         import torch
@@ -128,29 +111,6 @@ class WhisperBackend:
         return [
             hf_model.clean_answer(t, r.chunk.index) for t, r in zip(texts, requests, strict=True)
         ]
-
-    def close(self) -> None:
-        """Drop the model and free accelerator memory. Safe to call twice."""
-        if getattr(self, "model", None) is None:
-            return
-        from subplug import memory
-
-        self.model = None
-        memory.release_memory(self.loaded.placement.device)
-
-    def describe(self) -> Mapping[str, Any]:
-        """Model, device, dtype and sizes, for logs and reports."""
-        where = self.loaded.placement
-        return {
-            "backend": BACKEND_NAME,
-            "model": self.loaded.folder.label,
-            "model_path": str(self.loaded.folder.path),
-            "device": where.device,
-            "dtype": where.dtype,
-            "params": self.loaded.params,
-            "batch_size": self.batch_size,
-            "threads": self.loaded.threads,
-        }
 
 
 def _whisper_args(request: BackendRequest) -> tuple[str | None, str]:
