@@ -371,6 +371,34 @@ def _ignorable(key: str, model: nn.Module) -> bool:
     return any(re.search(p, key) for p in patterns)
 
 
+def _put_quantised_modules(model: nn.Module, plan: _Plan, spec: QuantSpec) -> None:
+    """Swap the planned linears for empty :class:`QuantLinear` s (on the meta device
+    until filled) and the embeddings for :class:`QuantEmbedding` s; the tied head
+    becomes an identity until :func:`_finish_head`."""
+    for name in plan.linears:
+        old = model.get_submodule(name)
+        assert isinstance(old, nn.Linear)
+        _set_module(
+            model,
+            name,
+            QuantLinear(
+                old.in_features,
+                old.out_features,
+                bias=old.bias is not None,
+                bits=spec.bits,
+                group=spec.group,
+                kernel=spec.kernel,
+                device="meta",
+            ),
+        )
+    for name, rows in plan.embeddings.items():
+        old_embedding = model.get_submodule(name)
+        assert isinstance(old_embedding, nn.Embedding)
+        _set_module(model, name, _new_embedding(old_embedding, spec, rows))
+    if plan.head is not None:
+        model.lm_head = nn.Identity()
+
+
 def load_quantized(
     model_dir: Path,
     spec: QuantSpec,
@@ -392,33 +420,9 @@ def load_quantized(
     files = _checkpoint_files(model_dir)
     model = build(config)
     plan = _plan(model, spec)
-    modules = dict(model.named_modules())
-    deltas = read_lora(adapter_dir, set(modules)) if adapter_dir is not None else None
-    embed_modules: dict[str, nn.Embedding] = {}
-    for name in plan.linears:
-        old = modules[name]
-        assert isinstance(old, nn.Linear)
-        _set_module(
-            model,
-            name,
-            QuantLinear(
-                old.in_features,
-                old.out_features,
-                bias=old.bias is not None,
-                bits=spec.bits,
-                group=spec.group,
-                kernel=spec.kernel,
-                device="meta",
-            ),
-        )
-    for name, rows in plan.embeddings.items():
-        old_embedding = modules[name]
-        assert isinstance(old_embedding, nn.Embedding)
-        embed_modules[name] = old_embedding
-        _set_module(model, name, _new_embedding(old_embedding, spec, rows))
-    if plan.head is not None:
-        model.lm_head = nn.Identity()
-    del modules
+    names = {name for name, _ in model.named_modules()}
+    deltas = read_lora(adapter_dir, names) if adapter_dir is not None else None
+    _put_quantised_modules(model, plan, spec)
     targets = dict(model.named_modules())
     params = dict(model.named_parameters())
     filled: set[str] = set()
@@ -507,28 +511,7 @@ def load_saved(
     config = config or AutoConfig.from_pretrained(folder)
     model = build(config)
     plan = _plan(model, spec)
-    for name in plan.linears:
-        old = model.get_submodule(name)
-        assert isinstance(old, nn.Linear)
-        _set_module(
-            model,
-            name,
-            QuantLinear(
-                old.in_features,
-                old.out_features,
-                bias=old.bias is not None,
-                bits=spec.bits,
-                group=spec.group,
-                kernel=spec.kernel,
-                device="meta",
-            ),
-        )
-    for name, rows in plan.embeddings.items():
-        old_embedding = model.get_submodule(name)
-        assert isinstance(old_embedding, nn.Embedding)
-        _set_module(model, name, _new_embedding(old_embedding, spec, rows))
-    if plan.head is not None:
-        model.lm_head = nn.Identity()
+    _put_quantised_modules(model, plan, spec)
     state = {entry.name: entry.read() for entry in tensorfile.entries(folder / "model.safetensors")}
     expected = set(model.state_dict())
     unknown = set(state) - expected
