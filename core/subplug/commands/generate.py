@@ -123,7 +123,6 @@ def setup(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from subplug import plugins
     from subplug.engine import Engine
     from subplug.progress import JsonlEvents, RichProgress
 
@@ -132,24 +131,10 @@ def run(args: argparse.Namespace) -> int:
     if files is not None:
         return _run_job(args, files, out_dir)
     sink: Any = JsonlEvents(sys.stdout) if args.jsonl else RichProgress()
-    plugins.register(sink, name="cli-events")
-    try:
+    with _events_to(sink, jsonl=args.jsonl):
         options = generate_options(args, out_dir=out_dir)
         with sigterm_interrupts(), Engine() as engine:
             results = engine.run(args.media, options)
-    except KeyboardInterrupt:
-        # Outside the model stage (which raises Cancelled itself): decoding, writing…
-        cancelled = Cancelled()
-        if args.jsonl:
-            sink.fatal(cancelled)
-        raise cancelled from None
-    except SubplugError as error:
-        if args.jsonl:
-            sink.fatal(error)
-        raise
-    finally:
-        plugins.unregister(sink)
-        sink.close()
     if not args.jsonl:
         sink.summary(results)
     return 0 if all(r is not None for r in results) else 1
@@ -208,7 +193,6 @@ def _is_ray_address(text: str) -> bool:
 
 def _run_job(args: argparse.Namespace, files: list[Any], out_dir: Path | None) -> int:
     """A job of many files (module docstring); exit code 1 when some failed."""
-    from subplug import plugins
 
     if args.ray is not None:
         from subplug.jobs.cluster import import_ray
@@ -219,29 +203,40 @@ def _run_job(args: argparse.Namespace, files: list[Any], out_dir: Path | None) -
     from subplug.progress import JsonlEvents
 
     sink: Any = JsonlEvents(sys.stdout) if args.jsonl else JobDisplay()
-    plugins.register(sink, name="cli-events")
-    try:
+    with _events_to(sink, jsonl=args.jsonl):
         options = generate_options(args, out_dir=out_dir)
         report = args.report.expanduser() if args.report is not None else None
         with sigterm_interrupts():
             state, code = run_job(
                 options, files, ray=args.ray, workers=args.workers, report_path=report
             )
+    if not args.jsonl:
+        sink.summary(state.report)
+    return code
+
+
+@contextlib.contextmanager
+def _events_to(sink: Any, *, jsonl: bool) -> Iterator[None]:
+    """The run's events go to ``sink`` (a plugin while the block runs, closed after).
+    Ctrl-C outside the model stage (which raises Cancelled itself: decoding, writing…)
+    becomes :class:`Cancelled`; with ``jsonl`` a fatal error is also a JSON line."""
+    from subplug import plugins
+
+    plugins.register(sink, name="cli-events")
+    try:
+        yield
     except KeyboardInterrupt:
         cancelled = Cancelled()
-        if args.jsonl:
+        if jsonl:
             sink.fatal(cancelled)
         raise cancelled from None
     except SubplugError as error:
-        if args.jsonl:
+        if jsonl:
             sink.fatal(error)
         raise
     finally:
         plugins.unregister(sink)
         sink.close()
-    if not args.jsonl:
-        sink.summary(state.report)
-    return code
 
 
 @contextlib.contextmanager
