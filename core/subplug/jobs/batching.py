@@ -135,13 +135,9 @@ class LocalJob:
         options = state.options_for(index)
         media = state.files[index].media
         try:
-            clash = state.clash(index)
-            if clash is not None:
-                raise clash
-            key = state.done_key(index)
-            if state.skip_if_done(index, key):
+            skipped, key = state.admit(index)
+            if skipped:
                 return None
-            state.engine.check_outputs(media, options)
             prepared = state.engine.prepare_media(media, options)
             journal = state.engine.journal_for(media, prepared.stream, options)
         except Cancelled:

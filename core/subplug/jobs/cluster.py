@@ -250,14 +250,10 @@ class ClusterJob:
         state.start(index)
         media = state.files[index].media
         try:
-            clash = state.clash(index)
-            if clash is not None:
-                raise clash
-            key = state.done_key(index)
-            if state.skip_if_done(index, key):
+            skipped, key = state.admit(index)
+            if skipped:
                 state.progress()
                 return None
-            state.engine.check_outputs(media, state.options_for(index))
         except SubplugError as error:
             state.fail(index, error)
             state.progress()

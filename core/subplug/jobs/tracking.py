@@ -186,6 +186,19 @@ class JobState:
         self.report.add(FileRow(str(media), SKIPPED, outputs=tuple(str(p) for p in outputs)))
         return True
 
+    def admit(self, index: int) -> tuple[bool, str | None]:
+        """Before a file's work: raise its clash with an earlier file's outputs, skip it
+        when an earlier run finished it, else check that its outputs can be written.
+        Returns (skipped, the file's done key)."""
+        clash = self.clash(index)
+        if clash is not None:
+            raise clash
+        key = self.done_key(index)
+        if self.skip_if_done(index, key):
+            return True, key
+        self.engine.check_outputs(self.files[index].media, self.options_for(index))
+        return False, key
+
     def fail(self, index: int, error: SubplugError) -> None:
         media = self.files[index].media
         self.emit("file-error", media, error=error.to_dict())
