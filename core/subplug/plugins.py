@@ -183,21 +183,27 @@ def _call_in_registration_order(hook: Any, **kwargs: Any) -> None:
         impl.function(**{name: kwargs[name] for name in impl.argnames})
 
 
-def backends() -> dict[str, BackendFactory]:
-    """Backend factories by name, from ``subplug_register_backends``."""
-    found: dict[str, BackendFactory] = {}
+def _named_factories(hook: Any, kind: str) -> dict[str, Any]:
+    """Name → factory from a ``subplug_register_*`` hook whose ``register(name,
+    factory)`` two plugins may not call with one name (``duplicate-KIND``)."""
+    found: dict[str, Any] = {}
 
-    def register(name: str, factory: BackendFactory) -> None:
+    def register(name: str, factory: Any) -> None:
         if name in found:
             raise SubplugError(
-                "duplicate-backend",
-                f"Two plugins register a backend named {name!r}.",
+                f"duplicate-{kind}",
+                f"Two plugins register a {kind} named {name!r}.",
                 "Disable one with SUBPLUG_DISABLED_PLUGINS.",
             )
         found[name] = factory
 
-    get_plugin_manager().hook.subplug_register_backends(register=register)
+    hook(register=register)
     return found
+
+
+def backends() -> dict[str, BackendFactory]:
+    """Backend factories by name, from ``subplug_register_backends``."""
+    return _named_factories(get_plugin_manager().hook.subplug_register_backends, "backend")
 
 
 def backend_factory(name: str) -> BackendFactory:
@@ -230,19 +236,7 @@ def load_backend(name: str, options: BackendOptions) -> Backend:
 
 def translators() -> dict[str, TranslatorFactory]:
     """Text translator factories by name, from ``subplug_register_translators``."""
-    found: dict[str, TranslatorFactory] = {}
-
-    def register(name: str, factory: TranslatorFactory) -> None:
-        if name in found:
-            raise SubplugError(
-                "duplicate-translator",
-                f"Two plugins register a translator named {name!r}.",
-                "Disable one with SUBPLUG_DISABLED_PLUGINS.",
-            )
-        found[name] = factory
-
-    get_plugin_manager().hook.subplug_register_translators(register=register)
-    return found
+    return _named_factories(get_plugin_manager().hook.subplug_register_translators, "translator")
 
 
 def translator_factory(name: str) -> TranslatorFactory:
