@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import hashlib
 import json
 import os
@@ -231,18 +232,13 @@ def remove_stale_temps(paths: Iterable[Path]) -> list[Path]:
         path = Path(path)
         prefix = f".{path.name}."
         with contextlib.suppress(OSError):
-            for temp in path.parent.glob(f"{glob_escape(prefix)}*.tmp"):
+            for temp in path.parent.glob(f"{glob.escape(prefix)}*.tmp"):
                 pid = temp.name[len(prefix) :].partition(".")[0]
                 if pid.isdigit() and not _process_alive(int(pid)):
                     with contextlib.suppress(FileNotFoundError):
                         temp.unlink()
                         removed.append(temp)
     return removed
-
-
-def glob_escape(text: str) -> str:
-    """``text`` with the glob pattern characters made literal."""
-    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
 
 
 def _process_alive(pid: int) -> bool:
