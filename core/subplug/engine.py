@@ -344,10 +344,11 @@ class Engine:
         interrupted write of this run's outputs may: :func:`write_records`) or the output
         folder cannot be written."""
 
-        paths = [o.path for o in planned_outputs(media, options)]
+        outputs = planned_outputs(media, options)
+        paths = [o.path for o in outputs]
         ours = files.unfinished_writes(paths, write_records())
         files.check_writable(paths, overwrite=options.overwrite, ours=ours)
-        return planned_outputs(media, options)
+        return outputs
 
     def outputs_for(self, tracks: Tracks, options: GenerateOptions) -> list[PlannedOutput]:
         """The files :meth:`write` writes for ``tracks``: those with cues to hold."""
