@@ -200,11 +200,9 @@ def e2b_processor(kept_tokens: int) -> Any:
     special tokens first, then ``kept_tokens`` stand-in pieces the English/Mongolian
     rules keep (Latin letters) and stand-ins they drop (CJK), for the rest."""
     from subplug.testing import tiny
-    from tokenizers import AddedToken
     from transformers import (
         Gemma3nAudioFeatureExtractor,
         Gemma3nProcessor,
-        GemmaTokenizer,
     )
     from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
 
@@ -213,29 +211,10 @@ def e2b_processor(kept_tokens: int) -> Any:
     first = len(vocab)
     for i in range(first, text_ids):
         vocab[f"\u2581w{i}" if i < kept_tokens else f"\u6f22{i}"] = i
-    blocks = ["<end_of_image>", "<image_soft_token>"]
-    blocks += [f"<unused_vision{i}>" for i in range(128 - 2)]
-    blocks += ["<end_of_audio>", "<audio_soft_token>"]
-    blocks += [f"<unused_audio{i}>" for i in range(128 - 2)]
+    blocks = tiny.media_blocks(128, 128)
     for offset, token in enumerate(blocks):
         vocab[token] = text_ids + offset
-    tokenizer = GemmaTokenizer(
-        vocab=vocab,
-        merges=merges,  # type: ignore[arg-type]
-        add_bos_token=True,
-        add_eos_token=False,
-        extra_special_tokens={
-            "image_token": "<image_soft_token>",
-            "boi_token": "<start_of_image>",
-            "eoi_token": "<end_of_image>",
-            "audio_token": "<audio_soft_token>",
-            "boa_token": "<start_of_audio>",
-            "eoa_token": "<end_of_audio>",
-        },
-        chat_template=tiny.CHAT_TEMPLATE,
-    )
-    specials = [*tiny.SPECIAL_TOKENS, *blocks]
-    tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
+    tokenizer = tiny.gemma_tokenizer(vocab, merges, [*tiny.SPECIAL_TOKENS, *blocks])
     return Gemma3nProcessor(
         feature_extractor=Gemma3nAudioFeatureExtractor(),
         image_processor=SiglipImageProcessorPil(

@@ -24,6 +24,7 @@ Use it from Python (:func:`build_tiny_model`, :func:`build_tiny_adapter`) or the
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -141,9 +142,6 @@ def _train_tokenizer_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
 def build_tokenizer() -> Any:
     """A Gemma tokenizer (``GemmaTokenizer``) over the tiny vocabulary, with Gemma's
     special tokens, the vision and audio blocks, and the Gemma 3n chat template."""
-    from tokenizers import AddedToken
-    from transformers import GemmaTokenizer
-
     vocab, merges = _train_tokenizer_vocab()
     text_size = len(vocab)
     if text_size > TEXT_VOCAB:
@@ -151,16 +149,30 @@ def build_tokenizer() -> Any:
     # Pad the text block to exactly TEXT_VOCAB ids so the block offsets are fixed.
     for i in range(text_size, TEXT_VOCAB):
         vocab[f"<unused{i - text_size}>"] = i
-    blocks = [
+    for offset, token in enumerate(media_blocks(VISION_VOCAB, AUDIO_VOCAB)):
+        vocab[token] = TEXT_VOCAB + offset
+    specials = [t for t in vocab if t.startswith("<") and t.endswith(">") and t not in BYTE_TOKENS]
+    return gemma_tokenizer(vocab, merges, specials)
+
+
+def media_blocks(vision: int, audio: int) -> list[str]:
+    """Gemma 3n's vision and audio token blocks, in id order after the text tokens."""
+    return [
         "<end_of_image>",
         "<image_soft_token>",
-        *(f"<unused_vision{i}>" for i in range(VISION_VOCAB - 2)),
+        *(f"<unused_vision{i}>" for i in range(vision - 2)),
         "<end_of_audio>",
         "<audio_soft_token>",
-        *(f"<unused_audio{i}>" for i in range(AUDIO_VOCAB - 2)),
+        *(f"<unused_audio{i}>" for i in range(audio - 2)),
     ]
-    for offset, token in enumerate(blocks):
-        vocab[token] = TEXT_VOCAB + offset
+
+
+def gemma_tokenizer(vocab: dict[str, int], merges: Any, specials: Sequence[str]) -> Any:
+    """A ``GemmaTokenizer`` over ``vocab``/``merges`` with Gemma 3n's media tokens named,
+    ``specials`` added as special tokens, and the Gemma 3n chat template."""
+    from tokenizers import AddedToken
+    from transformers import GemmaTokenizer
+
     tokenizer = GemmaTokenizer(
         vocab=vocab,
         merges=merges,  # type: ignore[arg-type]  # (left, right) pairs, as tokenizers takes
@@ -176,7 +188,6 @@ def build_tokenizer() -> Any:
         },
         chat_template=CHAT_TEMPLATE,
     )
-    specials = [t for t in vocab if t.startswith("<") and t.endswith(">") and t not in BYTE_TOKENS]
     tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
     return tokenizer
 
