@@ -30,13 +30,13 @@ class KnownModel:
     """Cache name it is stored under."""
     repo_id: str
     """Hugging Face repository."""
-    kind: ModelKind
-    base: str | None
+    description: str
+    kind: ModelKind = "full"
+    base: str | None = None
     """For adapters: the registry name of the base model (pulled first, stored once)."""
-    revision: str | None
+    revision: str | None = None
     """Pinned commit. ``None``: the pull takes the current ``main`` and records the commit
     it got in the manifest; a later forced pull of that entry reuses that commit."""
-    description: str
     backend: str = "gemma3n"
     """The backend (or text translator) that runs it: what ``--backend auto`` picks."""
     files: tuple[str, ...] = ()
@@ -53,104 +53,83 @@ _TRANSFORMERS_FILES = ("*.json", "*.txt", "*.model", "*.jinja", "*.safetensors",
 #: commit (none could be checked from the machines this was built on): a pull records the
 #: commit it got.
 KNOWN_MODELS: Mapping[str, KnownModel] = {
-    "gemma-3n-e2b-it": KnownModel(
-        name="gemma-3n-e2b-it",
-        repo_id="google/gemma-3n-E2B-it",
-        kind="full",
-        base=None,
-        revision=None,
-        description="Gemma 3n E2B instruction-tuned (base model, gated: accept its license)",
-    ),
-    "gemma3n-en-mn": KnownModel(
-        name="gemma3n-en-mn",
-        repo_id="bilguun/gemma-3n-E2B-it-audio-en-mn",
-        kind="adapter",
-        base="gemma-3n-e2b-it",
-        revision=None,
-        description="English/Mongolian speech LoRA adapter for Gemma 3n E2B",
-    ),
-    "whisper-small": KnownModel(
-        name="whisper-small",
-        repo_id="openai/whisper-small",
-        kind="full",
-        base=None,
-        revision=None,
-        description="Whisper small (transcribes English and Mongolian, translates into English)",
-        backend="whisper",
-        files=_TRANSFORMERS_FILES,
-    ),
-    "mms-1b-all": KnownModel(
-        name="mms-1b-all",
-        repo_id="facebook/mms-1b-all",
-        kind="full",
-        base=None,
-        revision=None,
-        description="MMS 1B wav2vec2 CTC with per-language adapters (English, Mongolian kept)",
-        backend="ctc",
-        # The repository holds an adapter for each of its 1,162 languages; ours only.
-        files=(
-            "*.json",
-            "model.safetensors",
-            "pytorch_model.bin",
-            *(
-                f"adapter.{code}.{ext}"
-                for code in ("eng", "mon", "khk")
-                for ext in ("safetensors", "bin")
+    model.name: model
+    for model in (
+        KnownModel(
+            name="gemma-3n-e2b-it",
+            repo_id="google/gemma-3n-E2B-it",
+            description="Gemma 3n E2B instruction-tuned (base model, gated: accept its license)",
+        ),
+        KnownModel(
+            name="gemma3n-en-mn",
+            repo_id="bilguun/gemma-3n-E2B-it-audio-en-mn",
+            kind="adapter",
+            base="gemma-3n-e2b-it",
+            description="English/Mongolian speech LoRA adapter for Gemma 3n E2B",
+        ),
+        KnownModel(
+            name="whisper-small",
+            repo_id="openai/whisper-small",
+            description="Whisper small (transcribes English and Mongolian, "
+            "translates into English)",
+            backend="whisper",
+            files=_TRANSFORMERS_FILES,
+        ),
+        KnownModel(
+            name="mms-1b-all",
+            repo_id="facebook/mms-1b-all",
+            description="MMS 1B wav2vec2 CTC with per-language adapters (English, Mongolian kept)",
+            backend="ctc",
+            # The repository holds an adapter for each of its 1,162 languages; ours only.
+            files=(
+                "*.json",
+                "model.safetensors",
+                "pytorch_model.bin",
+                *(
+                    f"adapter.{code}.{ext}"
+                    for code in ("eng", "mon", "khk")
+                    for ext in ("safetensors", "bin")
+                ),
             ),
         ),
-    ),
-    "nllb-200-distilled-600m": KnownModel(
-        name="nllb-200-distilled-600m",
-        repo_id="facebook/nllb-200-distilled-600M",
-        kind="full",
-        base=None,
-        revision=None,
-        description="NLLB-200 600M text translator (eng_Latn <-> khk_Cyrl), for --translator",
-        backend="nllb",
-        files=_TRANSFORMERS_FILES,
-    ),
-    "qwen3-asr-1.7b": KnownModel(
-        name="qwen3-asr-1.7b",
-        # The transformers-format copy (transformers 5.24's qwen3_asr names the -hf repos).
-        repo_id="Qwen/Qwen3-ASR-1.7B-hf",
-        kind="full",
-        base=None,
-        revision=None,
-        description="Qwen3-ASR 1.7B (transcribes English; fine-tunes translate)",
-        backend="qwen3-asr",
-        files=_TRANSFORMERS_FILES,
-    ),
-    "seamless-m4t-v2-large": KnownModel(
-        name="seamless-m4t-v2-large",
-        repo_id="facebook/seamless-m4t-v2-large",
-        kind="full",
-        base=None,
-        revision=None,
-        description="SeamlessM4T v2 large (speech translation English <-> Halh Mongolian)",
-        backend="seamless",
-        files=_TRANSFORMERS_FILES,
-    ),
-    "gemma-3-4b-speech": KnownModel(
-        name="gemma-3-4b-speech",
-        repo_id="junnei/gemma-3-4b-it-speech",
-        kind="full",
-        base=None,
-        revision=None,
-        description="Gemma 3 4B with a speech LoRA (own model code: --trust-remote-code)",
-        backend="remote-code",
-        files=(*_TRANSFORMERS_FILES, "*.py"),
-    ),
-    "tiny-audio": KnownModel(
-        name="tiny-audio",
-        repo_id="mazesmazes/tiny-audio",
-        kind="full",
-        base=None,
-        revision=None,
-        description="Tiny Audio: HuBERT + projector + SmolLM3, English (own code: "
-        "--trust-remote-code)",
-        backend="remote-code",
-        files=(*_TRANSFORMERS_FILES, "*.py"),
-    ),
+        KnownModel(
+            name="nllb-200-distilled-600m",
+            repo_id="facebook/nllb-200-distilled-600M",
+            description="NLLB-200 600M text translator (eng_Latn <-> khk_Cyrl), for --translator",
+            backend="nllb",
+            files=_TRANSFORMERS_FILES,
+        ),
+        KnownModel(
+            name="qwen3-asr-1.7b",
+            # The transformers-format copy (transformers 5.24's qwen3_asr names the -hf repos).
+            repo_id="Qwen/Qwen3-ASR-1.7B-hf",
+            description="Qwen3-ASR 1.7B (transcribes English; fine-tunes translate)",
+            backend="qwen3-asr",
+            files=_TRANSFORMERS_FILES,
+        ),
+        KnownModel(
+            name="seamless-m4t-v2-large",
+            repo_id="facebook/seamless-m4t-v2-large",
+            description="SeamlessM4T v2 large (speech translation English <-> Halh Mongolian)",
+            backend="seamless",
+            files=_TRANSFORMERS_FILES,
+        ),
+        KnownModel(
+            name="gemma-3-4b-speech",
+            repo_id="junnei/gemma-3-4b-it-speech",
+            description="Gemma 3 4B with a speech LoRA (own model code: --trust-remote-code)",
+            backend="remote-code",
+            files=(*_TRANSFORMERS_FILES, "*.py"),
+        ),
+        KnownModel(
+            name="tiny-audio",
+            repo_id="mazesmazes/tiny-audio",
+            description="Tiny Audio: HuBERT + projector + SmolLM3, English (own code: "
+            "--trust-remote-code)",
+            backend="remote-code",
+            files=(*_TRANSFORMERS_FILES, "*.py"),
+        ),
+    )
 }
 
 
