@@ -45,6 +45,7 @@ from subplug.backends.gemma3n_model import (  # noqa: F401  (public here too)
 from subplug.backends.gemma3n_quant import quant_choice
 from subplug.backends.repetition import token_loop_at_end, trim_repetition
 from subplug.hookspecs import hookimpl
+from subplug.quant import heap
 from subplug.types import Backend, BackendOptions, BackendRequest
 
 if TYPE_CHECKING:
@@ -193,6 +194,10 @@ class Gemma3nBackend:
                     )
             runtime.apply_compute_policy(model, self.dtype_name)
         model.eval()
+        # Loaded: freed activations are reused from the heap again (a quantising load
+        # left large blocks as mappings of their own, glibc's own thresholds keep too
+        # little), which saves the page faults of fresh memory on every request.
+        heap.reuse_freed_blocks()
         self.model = model
         self.kept_tokens = (
             None

@@ -1,0 +1,117 @@
+"""The allocator settings around a quantising load (subplug.quant.heap), checked on the
+real glibc allocator: whether a large block is a mapping of its own or comes from the
+heap, read from glibc's own counters (``mallinfo2``). Each check runs in a fresh
+interpreter, since the settings are process-wide."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def _has_mallinfo2() -> bool:
+    name = ctypes.util.find_library("c")
+    try:
+        return name is not None and hasattr(ctypes.CDLL(name), "mallinfo2")
+    except OSError:
+        return False
+
+
+pytestmark = pytest.mark.skipif(
+    not _has_mallinfo2(), reason="needs glibc ≥ 2.33 (mallinfo2) to read the allocator's state"
+)
+
+_PROBE = r"""
+import ctypes, ctypes.util, json, sys
+from subplug.quant import heap
+
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd",
+        "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc.mallinfo2.restype = MallInfo2
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+
+def mapped(size):
+    # Mappings of their own while one block of `size` bytes is held.
+    before = libc.mallinfo2().hblks
+    block = libc.malloc(size)
+    during = libc.mallinfo2().hblks
+    libc.free(block)
+    return during - before
+
+found = {}
+for step in sys.argv[1:]:
+    if step == "load":
+        found["set"] = heap.large_blocks_to_os()
+    elif step == "run":
+        found["set"] = heap.reuse_freed_blocks()
+    else:
+        found[step] = mapped(int(step) << 20)
+print(json.dumps(found))
+"""
+
+
+def _probe(*steps: str) -> dict[str, object]:
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE, *steps], capture_output=True, text=True, check=True
+    )
+    return json.loads(done.stdout)
+
+
+def test_loading_gives_large_blocks_their_own_mappings() -> None:
+    found = _probe("load", "2", "4")
+    assert found == {"set": True, "2": 1, "4": 1}
+
+
+def test_running_reuses_freed_blocks_from_the_heap() -> None:
+    """After a quantising load the model's activations must come from the heap again
+    (fresh mappings cost page faults on every request); only blocks above glibc's
+    largest threshold stay mappings."""
+    found = _probe("load", "run", "2", "4", "16", "40")
+    assert found == {"set": True, "2": 0, "4": 0, "16": 0, "40": 1}
+
+
+def test_a_quantised_load_leaves_the_allocator_reusing_blocks(tmp_path: Path) -> None:
+    """The whole order on a real quantising load of the tiny Gemma 3n: large blocks are
+    mappings of their own while it loads, heap blocks again once it has loaded."""
+    pytest.importorskip("torch")
+    from subplug.testing.tiny import build_tiny_model
+
+    folder = build_tiny_model(tmp_path / "tiny")
+    script = (
+        _PROBE.split("found = {}")[0]
+        + "from subplug.backends.gemma3n import Gemma3nBackend\n"
+        + "from subplug.types import BackendOptions\n"
+        + "from subplug.quant import heap as _heap\n"
+        + "seen = []\n"
+        + "_load_setting = _heap.large_blocks_to_os\n"
+        + "def watched(*args, **kwargs):\n"
+        + "    done = _load_setting(*args, **kwargs)\n"
+        + "    seen.append(mapped(4 << 20))\n"
+        + "    return done\n"
+        + "_heap.large_blocks_to_os = watched\n"
+        + f"backend = Gemma3nBackend(BackendOptions(model={str(folder)!r}, device='cpu',"
+        + " quantize='int8'))\n"
+        + "print(json.dumps({'quantize': backend.describe()['quantize'],"
+        + " 'while loading': seen, 'loaded': mapped(4 << 20)}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "SUBPLUG_HOME": str(tmp_path / "home")},
+    )
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found == {"quantize": "int8-trim", "while loading": [1], "loaded": 0}
