@@ -357,7 +357,8 @@ def test_out_of_memory_halves_the_batch_and_keeps_every_chunk(
 
     def tight_memory(*args: Any, **kwargs: Any) -> Any:
         prompt = kwargs.get("inputs_embeds")
-        if prompt is not None:  # the prefill of a batch
+        cache = kwargs.get("cache")
+        if prompt is not None and cache.get_seq_length() == 0:  # a batch's (first) prefill
             sizes.append(prompt.shape[0])
             if prompt.shape[0] > 1:
                 raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.5 GiB")

@@ -136,8 +136,19 @@ def test_a_chunk_is_encoded_once_for_its_follow_up(
         first.chunk, prompts.INSTRUCTIONS[5], prompts.Task.TRANSLATE, "en", 16
     )
     backend.generate([first])
+    widths: list[int] = []
+    forward = backend.model.model.forward
+
+    def watched(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("inputs_embeds") is not None:
+            widths.append(kwargs["inputs_embeds"].shape[1])
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(backend.model.model, "forward", watched)
     backend.generate([followup])
     assert len(calls) == 1
+    prompt = backend.prompt_ids(followup.instruction)
+    assert widths == [len(prompt) - backend.prefixes().length], "and its prompt prefix kept"
     other = BackendRequest(
         AudioChunk(first.chunk.span, first.chunk.samples.copy()), first.instruction,
         first.task, first.source, 16,
@@ -155,3 +166,61 @@ def test_progress_counts_tokens_against_the_budgets(
     assert seen and all(t == total for _, t in seen)
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
     assert seen[-1] == (total, total)
+
+
+def test_a_follow_up_starts_from_its_chunks_prompt_prefix(
+    backend: Any, requests: list[BackendRequest], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first request of unknown language keeps its prompt prefix; the translation of
+    the same chunks that follows (here in the other order) computes only its
+    instruction's tokens and decodes what the one-pass prefill decodes."""
+    firsts = [requests[1], requests[1]]
+    firsts[1] = BackendRequest(
+        AudioChunk(requests[0].chunk.span, requests[0].chunk.samples), firsts[0].instruction,
+        firsts[0].task, None, 24,
+    )  # fmt: skip
+    assert all(r.source is None for r in firsts)
+    translate = prompts.INSTRUCTIONS[5]
+    prefixes = backend.prefixes()
+    ids = backend.prompt_ids(translate)
+    length = prefixes.length
+    assert ids[:length] == backend.prompt_ids(firsts[0].instruction)[:length]
+    audio_id = backend.model.config.audio_token_id
+    assert audio_id in ids[:length] and audio_id not in ids[length:]
+    assert "Translate this audio into Mongolian." in backend.processor.decode(ids[length:])
+
+    def row(request: BackendRequest, instruction: str, **kwargs: Any) -> decode.DecodeRow:
+        audio = backend.audio_tokens(request)
+        return decode.DecodeRow(backend.prompt_ids(instruction), audio, 16, **kwargs)
+
+    def run(rows: list[decode.DecodeRow], kept: decode.PrefixCache | None) -> list[list[int]]:
+        with torch.inference_mode():
+            return decode.greedy_decode(
+                backend.model, rows, pad_id=backend.pad_id, stop_ids=[], prefixes=kept
+            )
+
+    expected = run([row(r, translate) for r in reversed(firsts)], None)
+    kept = decode.PrefixCache(length)
+    one_pass = run([row(r, r.instruction) for r in firsts], None)
+    two_pass = run([row(r, r.instruction, key=r.chunk, keep_prefix=True) for r in firsts], kept)
+    assert two_pass == one_pass, "the first requests decode the same in two passes"
+
+    widths: list[int] = []
+    forward = backend.model.model.forward
+
+    def watched(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("inputs_embeds") is not None:
+            widths.append(kwargs["inputs_embeds"].shape[1])
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(backend.model.model, "forward", watched)
+    followed = run([row(r, translate, key=r.chunk) for r in reversed(firsts)], kept)
+    assert widths == [len(ids) - length], "only the instruction's tokens are computed"
+    assert followed == expected
+    other = BackendRequest(
+        AudioChunk(requests[2].chunk.span, requests[2].chunk.samples), translate,
+        prompts.Task.TRANSLATE, "mn", 16,
+    )  # fmt: skip
+    widths.clear()
+    run([row(other, translate, key=other.chunk)], kept)
+    assert widths == [len(ids)], "a chunk whose prefix is not kept is prefilled whole"

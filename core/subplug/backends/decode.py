@@ -7,6 +7,12 @@ generic one cannot, measured in docs/performance.md:
   per chunk at batch 8 as at batch 1 (it gains nothing from batching on a CPU), and a
   chunk asked twice (transcribe, then translate) would otherwise be encoded twice;
   :class:`AudioCache` keeps each chunk's audio embeddings for the follow-up.
+- **A follow-up request reuses its chunk's prompt prefix.** Every prompt begins with the
+  same tokens around the chunk's audio (188 soft tokens of ~215); only the instruction
+  after them differs. A first request whose language is not known yet (a translation
+  will follow) runs its prefill in two passes, the shared prefix and then the rest, and
+  keeps the key/value cache of the first pass (:class:`PrefixCache`); the follow-up
+  starts from it and computes only its own instruction's tokens.
 - **Finished rows leave the batch.** A row that has stopped (end of turn, its token
   budget, a repetition loop) is dropped from the batch and its cache, so the others'
   steps cost less.
@@ -43,6 +49,10 @@ class DecodeRow:
     audio: torch.Tensor
     """The chunk's audio soft tokens, ``[audio_soft_tokens_per_image, hidden]``."""
     max_new_tokens: int
+    key: Any = None
+    """The chunk (by identity) whose prompt prefix a :class:`PrefixCache` keeps or has."""
+    keep_prefix: bool = False
+    """Keep this row's prefix state for a follow-up request on the same chunk."""
 
 
 class AudioCache:
@@ -70,6 +80,47 @@ class AudioCache:
 
     def clear(self) -> None:
         self._items.clear()
+
+
+class PrefixCache:
+    """The key/value cache of prompt prefixes, per batch of chunks, for their follow-up
+    requests: the most recent ``size`` batches.
+
+    ``length`` is the number of leading prompt tokens every prompt shares (the same
+    for every instruction). A follow-up batch whose chunks all sit in one kept batch
+    starts from that batch's state, its rows picked out; any other batch computes its
+    prefix itself."""
+
+    def __init__(self, length: int, size: int = 2) -> None:
+        self.length = length
+        self.size = size
+        self._batches: list[tuple[list[Any], Any]] = []
+
+    def find(self, keys: Sequence[Any]) -> Any | None:
+        """A fresh cache holding the prefix states of ``keys``' chunks in this order,
+        or ``None`` unless one kept batch has them all."""
+        import copy
+
+        import torch
+
+        for held, cache in reversed(self._batches):
+            where = {id(key): index for index, key in enumerate(held)}
+            picks = [where.get(id(key)) for key in keys]
+            if keys and all(pick is not None for pick in picks):
+                found = copy.deepcopy(cache)
+                found.batch_select_indices(torch.tensor(picks, dtype=torch.long))
+                return found
+        return None
+
+    def put(self, keys: Sequence[Any], cache: Any) -> None:
+        """Keep a copy of ``cache`` (the prefix states of ``keys``' chunks, in order)."""
+        import copy
+
+        self._batches.append((list(keys), copy.deepcopy(cache)))
+        del self._batches[: -self.size]
+
+    def clear(self) -> None:
+        self._batches.clear()
 
 
 def unwrap(model: Any) -> Any:
@@ -102,8 +153,9 @@ def encode_audio(model: Any, features: torch.Tensor, mask: torch.Tensor) -> torc
 def _prompt_embeddings(
     model: Any, ids: torch.Tensor, audio: list[torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Input embeddings and per-layer inputs of a batch of prompts, as
-    ``Gemma3nModel.forward`` computes them for audio prompts."""
+    """Input embeddings and per-layer inputs of a batch of prompts (or of their parts
+    after the audio, with ``audio`` empty), as ``Gemma3nModel.forward`` computes them for
+    audio prompts."""
     inner = model.model
     config = model.config
     embeds = inner.get_input_embeddings()(ids)
@@ -115,16 +167,18 @@ def _prompt_embeddings(
         (inner.embed_audio, inner.embed_audio.vocab_offset, None),
     ):
         block = ids >= low if high is None else (ids >= low) & (ids < high)
-        if high is not None and not bool(block.any()):
+        if not bool(block.any()):
             continue
         dummy = low + embedder.vocab_size - 1
         hard = embedder(input_ids=torch.where(block, ids, dummy))
         embeds = torch.where(block.unsqueeze(-1), hard.to(embeds.dtype), embeds)
-    soft = torch.stack(audio).to(embeds.dtype)
     placeholders = (ids == config.audio_token_id).unsqueeze(-1)
-    if int(placeholders.sum()) != soft.shape[0] * soft.shape[1]:
+    expected = sum(a.shape[0] for a in audio)
+    if int(placeholders.sum()) != expected:
         raise ValueError("each prompt must hold exactly one chunk's audio placeholders")
-    embeds = embeds.masked_scatter(placeholders, soft)
+    if audio:
+        soft = torch.stack(audio).to(embeds.dtype)
+        embeds = embeds.masked_scatter(placeholders, soft)
     return embeds, per_layer
 
 
@@ -138,37 +192,13 @@ def _logits(model: Any, hidden: torch.Tensor) -> torch.Tensor:
     return logits
 
 
-def greedy_decode(
-    model: Any,
-    rows: Sequence[DecodeRow],
-    *,
-    pad_id: int,
-    stop_ids: Sequence[int],
-    is_loop: Callable[[Sequence[int]], bool] | None = None,
-    on_step: Callable[[int], None] | None = None,
-) -> list[list[int]]:
-    """Greedy-decode ``rows`` as one batch; returns each row's generated ids (without
-    the stop token). ``on_step(tokens)`` is told after every step how many tokens the
-    batch produced in it. The model's ``subplug_kept_ids`` (a trimmed vocabulary), when
-    set, maps the head's columns back to token ids."""
+def _prefill(
+    model: Any, rows: Sequence[DecodeRow], pad_id: int, device: Any
+) -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One forward over the left-padded prompts: (cache, mask, positions, hidden)."""
     from transformers import DynamicCache
 
-    if not rows:
-        return []
-    model = unwrap(model)
-    device = next(model.parameters()).device
-    kept: torch.Tensor | None = getattr(model, "subplug_kept_ids", None)
-    if kept is not None:
-        kept = kept.to(device)
-    stops = set(int(i) for i in stop_ids)
-
-    width = max(len(r.input_ids) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, width - len(row.input_ids) :] = torch.tensor(list(row.input_ids))
-        mask[i, width - len(row.input_ids) :] = 1
-    ids, mask = ids.to(device), mask.to(device)
+    ids, mask = _left_padded([list(r.input_ids) for r in rows], pad_id, device)
     positions = (mask.cumsum(-1) - 1).clamp_(min=0)
     cache = DynamicCache(config=model.config.get_text_config())
     embeds, per_layer = _prompt_embeddings(model, ids, [r.audio.to(device) for r in rows])
@@ -180,7 +210,107 @@ def greedy_decode(
         cache=cache,
         use_cache=True,
     ).last_hidden_state
-    del embeds, per_layer
+    return cache, mask, positions, hidden
+
+
+def _shares_prefix(rows: Sequence[DecodeRow], length: int) -> bool:
+    """Whether the two-pass prefill applies: every row has a chunk, and the rows' prompts
+    are equally long and the same in their first ``length`` ids. (Padding after the
+    prefix would sit inside the sliding-window layers' window and shorten it for that
+    row, so prompts of different lengths take the one-pass way, padded before them.)"""
+    if length <= 0 or any(r.key is None for r in rows):
+        return False
+    first = list(rows[0].input_ids[:length])
+    size = len(rows[0].input_ids)
+    return size > length and all(
+        len(r.input_ids) == size and list(r.input_ids[:length]) == first for r in rows
+    )
+
+
+def _prefill_in_two(
+    model: Any, rows: Sequence[DecodeRow], prefixes: PrefixCache, pad_id: int, device: Any
+) -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The prefill as the shared prefix (kept, or taken from ``prefixes``) and then the
+    rest of each prompt: (cache, mask, positions, hidden). A batch that neither keeps
+    nor finds prefixes takes the one-pass way."""
+    from transformers import DynamicCache
+
+    length = prefixes.length
+    keys = [r.key for r in rows]
+    cache = prefixes.find(keys)
+    if cache is None:
+        if not any(r.keep_prefix for r in rows):
+            return _prefill(model, rows, pad_id, device)
+        cache = DynamicCache(config=model.config.get_text_config())
+        ids = torch.tensor([list(r.input_ids[:length]) for r in rows], device=device)
+        embeds, per_layer = _prompt_embeddings(model, ids, [r.audio.to(device) for r in rows])
+        model.model(
+            inputs_embeds=embeds,
+            per_layer_inputs=per_layer,
+            attention_mask=torch.ones_like(ids),
+            position_ids=torch.arange(length, device=device).expand(len(rows), -1),
+            cache=cache,
+            use_cache=True,
+        )
+        del embeds, per_layer
+        prefixes.put(keys, cache)
+    ids = torch.tensor([list(r.input_ids[length:]) for r in rows], device=device)
+    mask = torch.ones((len(rows), length + ids.shape[1]), dtype=torch.long, device=device)
+    positions = torch.arange(length, mask.shape[1], device=device).expand(len(rows), -1)
+    embeds, per_layer = _prompt_embeddings(model, ids, [])
+    hidden = model.model(
+        inputs_embeds=embeds,
+        per_layer_inputs=per_layer,
+        attention_mask=mask,
+        position_ids=positions,
+        cache=cache,
+        use_cache=True,
+    ).last_hidden_state
+    return cache, mask, positions, hidden
+
+
+def _left_padded(
+    sequences: Sequence[list[int]], pad_id: int, device: Any
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Id sequences left-padded to one width, and their attention mask."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for i, sequence in enumerate(sequences):
+        ids[i, width - len(sequence) :] = torch.tensor(sequence, dtype=torch.long)
+        mask[i, width - len(sequence) :] = 1
+    return ids.to(device), mask.to(device)
+
+
+def greedy_decode(
+    model: Any,
+    rows: Sequence[DecodeRow],
+    *,
+    pad_id: int,
+    stop_ids: Sequence[int],
+    is_loop: Callable[[Sequence[int]], bool] | None = None,
+    on_step: Callable[[int], None] | None = None,
+    prefixes: PrefixCache | None = None,
+) -> list[list[int]]:
+    """Greedy-decode ``rows`` as one batch; returns each row's generated ids (without
+    the stop token). ``on_step(tokens)`` is told after every step how many tokens the
+    batch produced in it. The model's ``subplug_kept_ids`` (a trimmed vocabulary), when
+    set, maps the head's columns back to token ids. With ``prefixes``, rows that keep
+    their prompt prefix leave it there, and rows whose chunks' prefixes are there start
+    from them (module docstring)."""
+    if not rows:
+        return []
+    model = unwrap(model)
+    device = next(model.parameters()).device
+    kept: torch.Tensor | None = getattr(model, "subplug_kept_ids", None)
+    if kept is not None:
+        kept = kept.to(device)
+    stops = set(int(i) for i in stop_ids)
+
+    if prefixes is not None and _shares_prefix(rows, prefixes.length):
+        cache, mask, positions, hidden = _prefill_in_two(model, rows, prefixes, pad_id, device)
+    else:
+        cache, mask, positions, hidden = _prefill(model, rows, pad_id, device)
 
     outputs: list[list[int]] = [[] for _ in rows]
     budgets = [max(1, r.max_new_tokens) for r in rows]

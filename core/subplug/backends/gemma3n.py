@@ -52,6 +52,8 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
+    from subplug.backends.decode import PrefixCache
+
 log = logging.getLogger(__name__)
 
 BACKEND_NAME = "gemma3n"
@@ -216,6 +218,7 @@ class Gemma3nBackend:
         self._use_greedy_generation()
         self._prompts: dict[str, str] = {}
         self._audio = AudioCache()
+        self._prefixes: PrefixCache | None = None
         self.load_seconds = time.monotonic() - started
         self.transformers_version = transformers.__version__
         log.info(
@@ -312,7 +315,9 @@ class Gemma3nBackend:
         if getattr(self, "model", None) is None:
             return
         self.model = None
-
+        for kept in (getattr(self, "_audio", None), getattr(self, "_prefixes", None)):
+            if kept is not None:
+                kept.clear()
         memory.release_memory(self.device)
 
     def describe(self) -> Mapping[str, Any]:
@@ -385,6 +390,20 @@ class Gemma3nBackend:
             self._prompts[key] = ",".join(str(i) for i in encoded["input_ids"][0].tolist())
         return [int(i) for i in self._prompts[key].split(",")]
 
+    def prefixes(self) -> PrefixCache:
+        """The kept prompt prefixes; their length is what every instruction's prompt
+        shares (the tokens up to and around the audio)."""
+        from subplug.backends.decode import PrefixCache
+        from subplug.prompts import INSTRUCTIONS
+
+        if self._prefixes is None:
+            prompts = [self.prompt_ids(instruction) for instruction in INSTRUCTIONS]
+            length = 0
+            while all(len(p) > length and p[length] == prompts[0][length] for p in prompts):
+                length += 1
+            self._prefixes = PrefixCache(length)
+        return self._prefixes
+
     def audio_tokens(self, request: BackendRequest) -> torch.Tensor:
         """The audio encoder's soft tokens for the request's chunk: encoded once per chunk
         (kept for a follow-up request on the same chunk), one chunk at a time."""
@@ -447,8 +466,16 @@ class Gemma3nBackend:
         from subplug.backends.decode import DecodeRow, greedy_decode
 
         with torch.inference_mode():
+            # A first request whose language is still unknown is followed by a
+            # translation of the same chunk: it keeps its prompt prefix for that.
             rows = [
-                DecodeRow(self.prompt_ids(r.instruction), self.audio_tokens(r), r.max_new_tokens)
+                DecodeRow(
+                    self.prompt_ids(r.instruction),
+                    self.audio_tokens(r),
+                    r.max_new_tokens,
+                    key=r.chunk,
+                    keep_prefix=r.source is None,
+                )
                 for r in requests
             ]
             generated = greedy_decode(
@@ -458,6 +485,7 @@ class Gemma3nBackend:
                 stop_ids=self.stop_ids,
                 is_loop=token_loop_at_end,
                 on_step=tally.add,
+                prefixes=self.prefixes(),
             )
         tally.finish(sum(max(1, r.max_new_tokens) for r in requests))
         return [self.decode_answer(ids, r) for ids, r in zip(generated, requests, strict=True)]

@@ -276,15 +276,16 @@ def count_params_by_kind(config: Any) -> ParamCounts:
 
 
 def activation_bytes(config: Any, dtype: str, *, max_new_tokens: int = 512) -> int:
-    """Working memory for one batch item: KV cache, prefill activations, logits and the
-    audio encoder on a 30 s clip, with a 1.5x margin. From the config alone."""
+    """Working memory for one batch item: KV cache (and its prompt prefix, kept twice for
+    a follow-up request: decode.PrefixCache), prefill activations, logits and the audio
+    encoder on a 30 s clip, with a 1.5x margin. From the config alone."""
     text = config.text_config
     audio = config.audio_config
     act = 4 if dtype in ("float32", "bf16-upcast") else 2
     prompt = config.audio_soft_tokens_per_image + 64
     sequence = prompt + max_new_tokens
     kv_layers = text.num_hidden_layers - text.num_kv_shared_layers
-    kv = kv_layers * 2 * text.num_key_value_heads * text.head_dim * sequence * act
+    kv = kv_layers * 2 * text.num_key_value_heads * text.head_dim * (sequence + 2 * prompt) * act
     intermediate = (
         max(text.intermediate_size)
         if isinstance(text.intermediate_size, (list, tuple))
