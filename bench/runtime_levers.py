@@ -11,6 +11,11 @@ process. Prints figures; asserts nothing.
   ~310 norms and 10 cut-offs on a few thousand numbers each, where each operation's own
   overhead is the cost; measured, it did not pay (docs/performance.md), so subplug
   keeps transformers' forwards.
+- ``prefix``: a chunk asked twice (``--source auto``: transcribe, then translate).
+  ``whole`` prefills each request's prompt in one pass; ``kept`` is what the backend
+  does: the first request prefills in two passes and keeps the shared prompt prefix
+  (decode.PrefixCache), the translation computes only its instruction's tokens. The
+  table gives both requests' prefill CPU seconds (decoding is the same either way).
 
 The model is loaded once, the way ``subplug generate`` loads it (``--model``: a folder
 or cache name; ``--quantize``/``--vocab`` as on the command line), and for each batch
@@ -40,7 +45,7 @@ sys.path.insert(0, str(HERE))
 
 import rtf  # noqa: E402  (bench/rtf.py: speech, requests, machine facts)
 
-VARIANTS = {"heap": ("os", "reuse"), "forwards": ("plain", "lean")}
+VARIANTS = {"heap": ("os", "reuse"), "forwards": ("plain", "lean"), "prefix": ("whole", "kept")}
 
 
 @dataclass
@@ -69,6 +74,8 @@ def _setters(lever: str, model: Any) -> dict[str, Callable[[], None]]:
             heap.reuse_freed_blocks()
 
         return {"os": as_while_loading, "reuse": as_running}
+    if lever == "prefix":
+        return {"whole": lambda: None, "kept": lambda: None}
     from transformers.models.gemma3n import modeling_gemma3n as gemma3n
 
     def plain() -> None:
@@ -182,6 +189,64 @@ def measure(backend: Any, batch: int, steps: int, variant: str) -> Run:
     )
 
 
+@dataclass
+class PrefixRun:
+    variant: str
+    first_cpu: float
+    follow_cpu: float
+
+
+def measure_prefix(backend: Any, batch: int, variant: str) -> PrefixRun:
+    """The prefill CPU seconds of ``batch`` first requests of unknown language and of
+    their translations, with the prompt prefix kept (``kept``) or not (``whole``)."""
+    import torch
+    from subplug import prompts
+    from subplug.backends.decode import DecodeRow, PrefixCache, greedy_decode
+
+    samples = rtf.speech_30s()
+    firsts = rtf._requests([(samples.copy(), "en") for _ in range(batch)], 1)
+    kept = variant == "kept"
+    prefixes = PrefixCache(backend.prefixes().length) if kept else None
+    translate = prompts.followup_request("en", ("en", "mn"))
+    assert translate is not None
+    spent = []
+    with torch.inference_mode():
+        audio = [backend.audio_tokens(r) for r in firsts]
+        for instruction in (firsts[0].instruction, translate.instruction):
+            rows = [
+                DecodeRow(
+                    backend.prompt_ids(instruction), a, 1, key=r.chunk if kept else None,
+                    keep_prefix=kept and instruction == firsts[0].instruction,
+                )
+                for r, a in zip(firsts, audio, strict=True)
+            ]  # fmt: skip
+            began = os.times()
+            greedy_decode(
+                backend.model, rows, pad_id=backend.pad_id, stop_ids=[], prefixes=prefixes
+            )
+            spent.append(_cpu(began, os.times())[0])
+    return PrefixRun(variant, spent[0], spent[1])
+
+
+def prefix_table(batch: int, runs: list[PrefixRun]) -> str:
+    lines = [
+        f"\n### prefix, batch {batch} (median of {len(runs) // 2} runs each; CPU s)\n",
+        "| variant | first request's prefill | translation's prefill | both | × whole |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    base = None
+    for variant in VARIANTS["prefix"]:
+        mine = [r for r in runs if r.variant == variant]
+        first = statistics.median(r.first_cpu for r in mine)
+        follow = statistics.median(r.follow_cpu for r in mine)
+        base = base or first + follow
+        lines.append(
+            f"| {variant} | {first:.2f} | {follow:.2f} | {first + follow:.2f} "
+            f"| {(first + follow) / base:.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def table(lever: str, batch: int, runs: list[Run], answer_tokens: int) -> str:
     first = VARIANTS[lever][0]
     lines = [
@@ -247,9 +312,15 @@ def main() -> None:
         for _ in range(args.repeat):
             for variant in VARIANTS[args.lever]:
                 setters[variant]()
-                runs.append(measure(backend, batch, args.steps, variant))
+                if args.lever == "prefix":
+                    runs.append(measure_prefix(backend, batch, variant))
+                else:
+                    runs.append(measure(backend, batch, args.steps, variant))
                 print(runs[-1], flush=True)
-        print(table(args.lever, batch, runs, args.answer_tokens), flush=True)
+        if args.lever == "prefix":
+            print(prefix_table(batch, runs), flush=True)
+        else:
+            print(table(args.lever, batch, runs, args.answer_tokens), flush=True)
     setters[VARIANTS[args.lever][1]]()
 
 
