@@ -96,6 +96,15 @@ class PrefixCache:
         self.size = size
         self._batches: list[tuple[list[Any], Any]] = []
 
+    @classmethod
+    def shared_by(cls, prompts: Sequence[Sequence[int]], size: int = 2) -> PrefixCache:
+        """A cache for prefixes as long as what all ``prompts`` (one per instruction)
+        share from their start: the tokens up to and around the audio."""
+        length = 0
+        while all(len(p) > length and p[length] == prompts[0][length] for p in prompts):
+            length += 1
+        return cls(length, size)
+
     def find(self, keys: Sequence[Any]) -> Any | None:
         """A fresh cache holding the prefix states of ``keys``' chunks in this order,
         or ``None`` unless one kept batch has them all."""

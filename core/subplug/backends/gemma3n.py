@@ -391,17 +391,12 @@ class Gemma3nBackend:
         return [int(i) for i in self._prompts[key].split(",")]
 
     def prefixes(self) -> PrefixCache:
-        """The kept prompt prefixes; their length is what every instruction's prompt
-        shares (the tokens up to and around the audio)."""
+        """The kept prompt prefixes of this model's prompts (decode.PrefixCache)."""
         from subplug.backends.decode import PrefixCache
         from subplug.prompts import INSTRUCTIONS
 
         if self._prefixes is None:
-            prompts = [self.prompt_ids(instruction) for instruction in INSTRUCTIONS]
-            length = 0
-            while all(len(p) > length and p[length] == prompts[0][length] for p in prompts):
-                length += 1
-            self._prefixes = PrefixCache(length)
+            self._prefixes = PrefixCache.shared_by([self.prompt_ids(i) for i in INSTRUCTIONS])
         return self._prefixes
 
     def audio_tokens(self, request: BackendRequest) -> torch.Tensor:
