@@ -196,10 +196,10 @@ class Gemma3nBackend:
                     )
             runtime.apply_compute_policy(model, self.dtype_name)
         model.eval()
-        # Loaded: freed activations are reused from the heap again (a quantising load
-        # left large blocks as mappings of their own, glibc's own thresholds keep too
-        # little), which saves the page faults of fresh memory on every request.
-        heap.reuse_freed_blocks()
+        # Loaded: freed activations come from the heap again, saving page faults on every
+        # request; not for int4, the least-memory setting (+0.55 GiB peak; performance.md).
+        if self.quant.bits != 4:
+            heap.reuse_freed_blocks()
         self.model = model
         self.kept_tokens = (
             None
@@ -461,8 +461,7 @@ class Gemma3nBackend:
         from subplug.backends.decode import DecodeRow, greedy_decode
 
         with torch.inference_mode():
-            # A first request whose language is still unknown is followed by a
-            # translation of the same chunk: it keeps its prompt prefix for that.
+            # A first request of unknown language keeps its prefix for the translation.
             rows = [
                 DecodeRow(
                     self.prompt_ids(r.instruction),
