@@ -11,9 +11,6 @@ process. Prints figures; asserts nothing.
   ~310 norms and 10 cut-offs on a few thousand numbers each, where each operation's own
   overhead is the cost; measured, it did not pay (docs/performance.md), so subplug
   keeps transformers' forwards.
-- ``cache``: transformers' dynamic key/value cache, which concatenates every layer's
-  keys and values with the new token's on each step (``concat``), against the one the
-  decode loop uses (``grown``: decode.new_cache, layers with room to grow in place).
 - ``prefix``: a chunk asked twice (``--source auto``: transcribe, then translate).
   ``whole`` prefills each request's prompt in one pass; ``kept`` is what the backend
   does: the first request prefills in two passes and keeps the shared prompt prefix
@@ -48,12 +45,7 @@ sys.path.insert(0, str(HERE))
 
 import rtf  # noqa: E402  (bench/rtf.py: speech, requests, machine facts)
 
-VARIANTS = {
-    "heap": ("os", "reuse"),
-    "forwards": ("plain", "lean"),
-    "prefix": ("whole", "kept"),
-    "cache": ("concat", "grown"),
-}
+VARIANTS = {"heap": ("os", "reuse"), "forwards": ("plain", "lean"), "prefix": ("whole", "kept")}
 
 
 @dataclass
@@ -84,20 +76,6 @@ def _setters(lever: str, model: Any) -> dict[str, Callable[[], None]]:
         return {"os": as_while_loading, "reuse": as_running}
     if lever == "prefix":
         return {"whole": lambda: None, "kept": lambda: None}
-    if lever == "cache":
-        from subplug.backends import decode
-
-        growing = decode.new_cache
-
-        def concat() -> None:
-            from transformers import DynamicCache
-
-            decode.new_cache = lambda config: DynamicCache(config=config)
-
-        def grown() -> None:
-            decode.new_cache = growing
-
-        return {"concat": concat, "grown": grown}
     from transformers.models.gemma3n import modeling_gemma3n as gemma3n
 
     def plain() -> None:

@@ -224,38 +224,3 @@ def test_a_follow_up_starts_from_its_chunks_prompt_prefix(
     widths.clear()
     run([row(other, translate, key=other.chunk)], kept)
     assert widths == [len(ids)], "a chunk whose prefix is not kept is prefilled whole"
-
-
-@pytest.mark.parametrize("sliding_window", [None, 8])
-def test_the_growing_cache_returns_what_transformers_cache_returns(
-    sliding_window: int | None,
-) -> None:
-    """decode.new_cache's layers against transformers' own, update by update: the same
-    keys and values returned, the same lengths and mask sizes, also after rows leave
-    the batch and (sliding window) past the point where the window is full."""
-    from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
-
-    growing, growing_sliding = decode._growing_classes()
-    if sliding_window is None:
-        ours, theirs = growing(), DynamicLayer()
-    else:
-        ours = growing_sliding(sliding_window=sliding_window)
-        theirs = DynamicSlidingWindowLayer(sliding_window=sliding_window)
-    generator = torch.Generator().manual_seed(0)
-    batch = 3
-    for step, tokens in enumerate([3, 1, 1, 1, 2, 1, 1, 3, 1, 1, 3]):
-        if step == 2:  # the sliding window's layer still grows in place
-            keep = torch.tensor([2, 0])
-            ours.batch_select_indices(keep)
-            theirs.batch_select_indices(keep)
-            batch = 2
-        keys = torch.randn(batch, 2, tokens, 4, generator=generator)
-        values = torch.randn(batch, 2, tokens, 4, generator=generator)
-        got = ours.update(keys, values)
-        want = theirs.update(keys.clone(), values.clone())
-        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1]), step
-        assert ours.get_seq_length() == theirs.get_seq_length()
-        assert ours.get_mask_sizes(1) == theirs.get_mask_sizes(1)
-    assert ours.get_seq_length() == 18
-    if sliding_window is None:
-        assert ours.room.key_buffer.shape[-2] > 18, "it grew in place, with room"

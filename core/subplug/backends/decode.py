@@ -18,11 +18,6 @@ generic one cannot, measured in docs/performance.md:
   steps cost less.
 - **A trimmed vocabulary.** With a head over the kept tokens only, the greedy choice is
   made among them and mapped back to the token id.
-- **A key/value cache that grows in place.** transformers' dynamic cache concatenates
-  each layer's keys and values with the new token's on every step, copying the whole
-  cache per layer per step; :func:`new_cache` gives its layers room to grow, so a step
-  writes only its own token (sliding-window layers fall back to concatenation once
-  their window is full).
 - **No per-step bookkeeping beyond the tokens themselves**: the repetition check runs
   on the row's token list every :data:`LOOP_CHECK_EVERY` steps.
 
@@ -34,7 +29,6 @@ tokens scattered in, per-layer inputs from the ids), so the loop's tokens equal
 
 from __future__ import annotations
 
-import functools
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -138,112 +132,6 @@ class PrefixCache:
         self._batches.clear()
 
 
-#: Positions a growing cache layer adds when it runs out of room (at least; or half
-#: of what it holds).
-GROWTH = 128
-
-
-def new_cache(config: Any) -> Any:
-    """transformers' ``DynamicCache`` for ``config`` whose full-attention and
-    sliding-window layers grow in place (module docstring)."""
-    from transformers import DynamicCache
-    from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
-
-    growing, growing_sliding = _growing_classes()
-    cache = DynamicCache(config=config)
-    for index, layer in enumerate(cache.layers):
-        if type(layer) is DynamicSlidingWindowLayer:
-            cache.layers[index] = growing_sliding(sliding_window=layer.sliding_window)
-        elif type(layer) is DynamicLayer:
-            cache.layers[index] = growing()
-    return cache
-
-
-class _Room:
-    """Keys and values in buffers with room after them; ``keys``/``values`` of the
-    layer are views of the filled part."""
-
-    def __init__(self) -> None:
-        self.key_buffer: torch.Tensor | None = None
-        self.value_buffer: torch.Tensor | None = None
-        self.filled = 0
-
-    def append(self, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        need = self.filled + keys.shape[-2]
-        if self.key_buffer is None or need > self.key_buffer.shape[-2]:
-            room = need + max(GROWTH, need // 2)
-            self.key_buffer = self._moved(self.key_buffer, keys, room)
-            self.value_buffer = self._moved(self.value_buffer, values, room)
-        assert self.value_buffer is not None
-        self.key_buffer[:, :, self.filled : need] = keys
-        self.value_buffer[:, :, self.filled : need] = values
-        self.filled = need
-        return self.key_buffer[:, :, :need], self.value_buffer[:, :, :need]
-
-    def _moved(self, old: torch.Tensor | None, like: torch.Tensor, room: int) -> torch.Tensor:
-        shape = (*like.shape[:2], room, like.shape[-1])
-        fresh = torch.empty(shape, dtype=like.dtype, device=like.device)
-        if old is not None and self.filled:
-            fresh[:, :, : self.filled] = old[:, :, : self.filled]
-        return fresh
-
-    def select(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        assert self.key_buffer is not None and self.value_buffer is not None
-        self.key_buffer = self.key_buffer.index_select(0, indices.to(self.key_buffer.device))
-        self.value_buffer = self.value_buffer.index_select(0, indices.to(self.key_buffer.device))
-        return self.key_buffer[:, :, : self.filled], self.value_buffer[:, :, : self.filled]
-
-
-@functools.cache
-def _growing_classes() -> tuple[type, type]:
-    from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
-
-    class GrowingLayer(DynamicLayer):
-        """A full-attention layer that grows in place."""
-
-        def update(
-            self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
-        ) -> tuple[torch.Tensor, torch.Tensor]:
-            if not self.is_initialized:
-                self.lazy_initialization(key_states, value_states)
-                self.room = _Room()
-            self.keys, self.values = self.room.append(key_states, value_states)
-            return self.keys, self.values
-
-        def batch_select_indices(self, indices: torch.Tensor) -> None:
-            if self.get_seq_length() > 0:
-                self.keys, self.values = self.room.select(indices)
-
-    class GrowingSlidingLayer(DynamicSlidingWindowLayer):
-        """A sliding-window layer that grows in place until its window is full, and
-        then concatenates as transformers' does."""
-
-        def update(
-            self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
-        ) -> tuple[torch.Tensor, torch.Tensor]:
-            if not self.is_initialized:
-                self.lazy_initialization(key_states, value_states)
-                self.room: _Room | None = _Room()
-            if (
-                self.room is None
-                or self.record_past
-                or self.room.filled + key_states.shape[-2] > self.sliding_window - 1
-            ):
-                self.room = None
-                return super().update(key_states, value_states, *args, **kwargs)
-            self.cumulative_length += key_states.shape[-2]
-            self.keys, self.values = self.room.append(key_states, value_states)
-            return self.keys, self.values
-
-        def batch_select_indices(self, indices: torch.Tensor) -> None:
-            if self.room is None:
-                super().batch_select_indices(indices)
-            elif self.get_seq_length() > 0:
-                self.keys, self.values = self.room.select(indices)
-
-    return GrowingLayer, GrowingSlidingLayer
-
-
 def unwrap(model: Any) -> Any:
     """The ``Gemma3nForConditionalGeneration`` inside a peft model (with its LoRA
     layers in place), or ``model`` itself."""
@@ -317,10 +205,11 @@ def _prefill(
     model: Any, rows: Sequence[DecodeRow], pad_id: int, device: Any
 ) -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One forward over the left-padded prompts: (cache, mask, positions, hidden)."""
+    from transformers import DynamicCache
 
     ids, mask = _left_padded([list(r.input_ids) for r in rows], pad_id, device)
     positions = (mask.cumsum(-1) - 1).clamp_(min=0)
-    cache = new_cache(model.config.get_text_config())
+    cache = DynamicCache(config=model.config.get_text_config())
     embeds, per_layer = _prompt_embeddings(model, ids, [r.audio.to(device) for r in rows])
     hidden = model.model(
         inputs_embeds=embeds,
@@ -353,6 +242,7 @@ def _prefill_in_two(
     """The prefill as the shared prefix (kept, or taken from ``prefixes``) and then the
     rest of each prompt: (cache, mask, positions, hidden). A batch that neither keeps
     nor finds prefixes takes the one-pass way."""
+    from transformers import DynamicCache
 
     length = prefixes.length
     keys = [r.key for r in rows]
@@ -360,7 +250,7 @@ def _prefill_in_two(
     if cache is None:
         if not any(r.keep_prefix for r in rows):
             return _prefill(model, rows, pad_id, device)
-        cache = new_cache(model.config.get_text_config())
+        cache = DynamicCache(config=model.config.get_text_config())
         ids = torch.tensor([list(r.input_ids[:length]) for r in rows], device=device)
         embeds, per_layer = _prompt_embeddings(model, ids, [r.audio.to(device) for r in rows])
         model.model(
