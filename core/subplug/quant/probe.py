@@ -25,15 +25,15 @@ E2B_STEP_BYTES = 1_844_445_184 + 4 * 39_569_760 + 131_072 * 2048
 E2B_ENCODER_OPS = 2 * 750 * 681_050_112
 E2B_PREFILL_OPS = 2 * 215 * 1_844_445_184
 #: Whole-model time ÷ kernel-only prediction, from bench/rtf.py (random-init E2B,
-#: int8-trim, one thread) beside this probe's figures on the same machine, natively
-#: (AVX-512 VNNI) and with AVX2 only (docs/performance.md, "Calibrating doctor's
-#: estimate"): steps 1.14 and 1.24, encoder 2.18 and 1.80, prefill 2.62 and 2.20.
-STEP_OVERHEAD = 1.17
-ENCODER_OVERHEAD = 2.1
-PREFILL_OVERHEAD = 2.5
-#: A batch of 8 decoding steps costs this many single steps (bench/rtf.py: 2.4 natively,
-#: 2.85 with AVX2 only).
-BATCH8_STEP_COST = 2.7
+#: int8-trim, one thread, AVX2 only) beside this probe's figures on the same machine
+#: (docs/performance.md, "Calibrating doctor's estimate"): steps 1.16, encoder 1.29,
+#: prefill 1.35. (Natively, before the allocator change, 1.14, 2.18 and 2.62.)
+STEP_OVERHEAD = 1.16
+ENCODER_OVERHEAD = 1.3
+PREFILL_OVERHEAD = 1.35
+#: A batch of 8 decoding steps costs this many single steps (bench/rtf.py: 2.62 with
+#: AVX2 only; 2.4 natively before the allocator change).
+BATCH8_STEP_COST = 2.6
 #: Tokens of a bilingual answer for 30 s of speech.
 ANSWER_TOKENS = 240
 CHUNK_SECONDS = 30.0
