@@ -58,6 +58,21 @@ def _generate_tokens(backend: Any, requests: list[BackendRequest], budget: int) 
     return rows
 
 
+def _prompt_widths(backend: Any, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """From now on, the width of every prompt forward (one with input embeddings) of
+    ``backend``'s language model, in order."""
+    widths: list[int] = []
+    forward = backend.model.model.forward
+
+    def watched(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("inputs_embeds") is not None:
+            widths.append(kwargs["inputs_embeds"].shape[1])
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(backend.model.model, "forward", watched)
+    return widths
+
+
 def test_the_loop_decodes_the_same_tokens_as_generate(
     backend: Any, requests: list[BackendRequest]
 ) -> None:
@@ -136,15 +151,7 @@ def test_a_chunk_is_encoded_once_for_its_follow_up(
         first.chunk, prompts.INSTRUCTIONS[5], prompts.Task.TRANSLATE, "en", 16
     )
     backend.generate([first])
-    widths: list[int] = []
-    forward = backend.model.model.forward
-
-    def watched(*args: Any, **kwargs: Any) -> Any:
-        if kwargs.get("inputs_embeds") is not None:
-            widths.append(kwargs["inputs_embeds"].shape[1])
-        return forward(*args, **kwargs)
-
-    monkeypatch.setattr(backend.model.model, "forward", watched)
+    widths = _prompt_widths(backend, monkeypatch)
     backend.generate([followup])
     assert len(calls) == 1
     prompt = backend.prompt_ids(followup.instruction)
@@ -205,15 +212,7 @@ def test_a_follow_up_starts_from_its_chunks_prompt_prefix(
     two_pass = run([row(r, r.instruction, key=r.chunk, keep_prefix=True) for r in firsts], kept)
     assert two_pass == one_pass, "the first requests decode the same in two passes"
 
-    widths: list[int] = []
-    forward = backend.model.model.forward
-
-    def watched(*args: Any, **kwargs: Any) -> Any:
-        if kwargs.get("inputs_embeds") is not None:
-            widths.append(kwargs["inputs_embeds"].shape[1])
-        return forward(*args, **kwargs)
-
-    monkeypatch.setattr(backend.model.model, "forward", watched)
+    widths = _prompt_widths(backend, monkeypatch)
     followed = run([row(r, translate, key=r.chunk) for r in reversed(firsts)], kept)
     assert widths == [len(ids) - length], "only the instruction's tokens are computed"
     assert followed == expected

@@ -201,6 +201,27 @@ def _logits(model: Any, hidden: torch.Tensor) -> torch.Tensor:
     return logits
 
 
+def _forward_prompt(
+    model: Any,
+    ids: torch.Tensor,
+    audio: list[torch.Tensor],
+    mask: torch.Tensor,
+    positions: torch.Tensor,
+    cache: Any,
+) -> torch.Tensor:
+    """One forward of the language model over prompt ``ids`` (with ``audio``'s soft
+    tokens in their placeholders), filling ``cache``; the last hidden states."""
+    embeds, per_layer = _prompt_embeddings(model, ids, audio)
+    return model.model(
+        inputs_embeds=embeds,
+        per_layer_inputs=per_layer,
+        attention_mask=mask,
+        position_ids=positions,
+        cache=cache,
+        use_cache=True,
+    ).last_hidden_state
+
+
 def _prefill(
     model: Any, rows: Sequence[DecodeRow], pad_id: int, device: Any
 ) -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -210,15 +231,8 @@ def _prefill(
     ids, mask = _left_padded([list(r.input_ids) for r in rows], pad_id, device)
     positions = (mask.cumsum(-1) - 1).clamp_(min=0)
     cache = DynamicCache(config=model.config.get_text_config())
-    embeds, per_layer = _prompt_embeddings(model, ids, [r.audio.to(device) for r in rows])
-    hidden = model.model(
-        inputs_embeds=embeds,
-        per_layer_inputs=per_layer,
-        attention_mask=mask,
-        position_ids=positions,
-        cache=cache,
-        use_cache=True,
-    ).last_hidden_state
+    audio = [r.audio.to(device) for r in rows]
+    hidden = _forward_prompt(model, ids, audio, mask, positions, cache)
     return cache, mask, positions, hidden
 
 
@@ -252,29 +266,14 @@ def _prefill_in_two(
             return _prefill(model, rows, pad_id, device)
         cache = DynamicCache(config=model.config.get_text_config())
         ids = torch.tensor([list(r.input_ids[:length]) for r in rows], device=device)
-        embeds, per_layer = _prompt_embeddings(model, ids, [r.audio.to(device) for r in rows])
-        model.model(
-            inputs_embeds=embeds,
-            per_layer_inputs=per_layer,
-            attention_mask=torch.ones_like(ids),
-            position_ids=torch.arange(length, device=device).expand(len(rows), -1),
-            cache=cache,
-            use_cache=True,
-        )
-        del embeds, per_layer
+        audio = [r.audio.to(device) for r in rows]
+        positions = torch.arange(length, device=device).expand(len(rows), -1)
+        _forward_prompt(model, ids, audio, torch.ones_like(ids), positions, cache)
         prefixes.put(keys, cache)
     ids = torch.tensor([list(r.input_ids[length:]) for r in rows], device=device)
     mask = torch.ones((len(rows), length + ids.shape[1]), dtype=torch.long, device=device)
     positions = torch.arange(length, mask.shape[1], device=device).expand(len(rows), -1)
-    embeds, per_layer = _prompt_embeddings(model, ids, [])
-    hidden = model.model(
-        inputs_embeds=embeds,
-        per_layer_inputs=per_layer,
-        attention_mask=mask,
-        position_ids=positions,
-        cache=cache,
-        use_cache=True,
-    ).last_hidden_state
+    hidden = _forward_prompt(model, ids, [], mask, positions, cache)
     return cache, mask, positions, hidden
 
 
