@@ -129,6 +129,20 @@ def _plan(model: nn.Module, spec: QuantSpec) -> _Plan:
     return _Plan(linears, embeddings, "lm_head" if "lm_head" in modules else None)
 
 
+def _quant_linear_like(old: nn.Module, spec: QuantSpec) -> QuantLinear:
+    """An empty (meta) :class:`QuantLinear` of ``old``'s shape and bias for ``spec``."""
+    assert isinstance(old, nn.Linear)
+    return QuantLinear(
+        old.in_features,
+        old.out_features,
+        bias=old.bias is not None,
+        bits=spec.bits,
+        group=spec.group,
+        kernel=spec.kernel,
+        device="meta",
+    )
+
+
 def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
@@ -243,15 +257,7 @@ def quantize_loaded(model: nn.Module, spec: QuantSpec) -> nn.Module:
         for name in plan.linears:
             old = model.get_submodule(name)
             assert isinstance(old, nn.Linear)
-            new = QuantLinear(
-                old.in_features,
-                old.out_features,
-                bias=old.bias is not None,
-                bits=spec.bits,
-                group=spec.group,
-                kernel=spec.kernel,
-                device="meta",
-            )
+            new = _quant_linear_like(old, spec)
             new.load_quantized(old.weight, old.bias)
             _set_module(model, name, new)
             del old
@@ -376,21 +382,7 @@ def _put_quantised_modules(model: nn.Module, plan: _Plan, spec: QuantSpec) -> No
     until filled) and the embeddings for :class:`QuantEmbedding` s; the tied head
     becomes an identity until :func:`_finish_head`."""
     for name in plan.linears:
-        old = model.get_submodule(name)
-        assert isinstance(old, nn.Linear)
-        _set_module(
-            model,
-            name,
-            QuantLinear(
-                old.in_features,
-                old.out_features,
-                bias=old.bias is not None,
-                bits=spec.bits,
-                group=spec.group,
-                kernel=spec.kernel,
-                device="meta",
-            ),
-        )
+        _set_module(model, name, _quant_linear_like(model.get_submodule(name), spec))
     for name, rows in plan.embeddings.items():
         old_embedding = model.get_submodule(name)
         assert isinstance(old_embedding, nn.Embedding)
