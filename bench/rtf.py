@@ -23,9 +23,16 @@ teacher-forced top-1 agreement and logit cosine of each setting with the baselin
 ``python bench/rtf.py MEDIA --model NAME|PATH`` (or ``--random-init e2b --checkpoint DIR``,
 or ``--tiny``) runs the whole pipeline — decoding, speech detection, model, cues, files —
 on MEDIA (default: the packaged 11 s clip) and prints each stage's time and the RTF.
-Random weights never stop by themselves, so with ``--random-init`` every answer is held
-to the length a real one has (``--answer-tokens`` per 30 s of speech, pro rata; the
-source language must be given, ``--source en``, since the random text says nothing).
+Random weights never stop by themselves and write no language, so with ``--random-init``
+every answer is held to the length a real one has (``--answer-tokens`` per 30 s of
+speech, pro rata), and its text (decoded as usual, then set aside) is replaced by words
+in the form a trained model answers in: both sections of the combined format for a
+combined request, English for a transcription (``--source auto``: detected as English)
+and Mongolian for a translation. The pipeline then makes the calls it makes with trained
+weights: one combined call per chunk with ``--source en``, a transcription and its
+translation (which starts from the kept prompt prefix) with ``--source auto``. Left as
+they were, random answers parse as one language and every chunk got a second call a
+trained model does not need. The table counts the backend calls and their requests.
 
 ``--isa avx2`` caps torch, MKL, oneDNN and fbgemm at AVX2 (environment variables, see
 bench/kernels.py), to see what a laptop CPU without AVX-512 gets; the baseline is then
@@ -470,6 +477,8 @@ def pipeline_figures(backend: Any, args: argparse.Namespace) -> dict[str, Any]:
             return min(real_budget(seconds, task), max(8, round(per_second * share * seconds)))
 
         prompts.max_new_tokens_for = held  # type: ignore[assignment]
+        _answer_in_form(backend)
+    calls = _count_calls(backend)
     with tempfile.TemporaryDirectory(prefix="subplug-bench-") as tmp:
         work = Path(tmp)
         media = args.media or make_video(speech_clip_path(), work / "clip.mp4")
@@ -499,7 +508,48 @@ def pipeline_figures(backend: Any, args: argparse.Namespace) -> dict[str, Any]:
         "wall": marks[-1][1] - started[0],
         "cpu": marks[-1][2] - started[1],
         "stages": stages,
+        "calls": calls,
     }
+
+
+def _answer_in_form(backend: Any) -> None:
+    """Give each of a random-weight backend's answers the form a trained model's answer
+    has, with one word per two tokens generated (module docstring)."""
+    from subplug import prompts
+    from subplug.types import Task
+
+    decode = backend.decode_answer
+
+    def in_form(ids: Sequence[int], request: Any) -> str:
+        decode(ids, request)
+        words = max(1, len(ids) // 2)
+        source = request.source or "en"
+        if request.task is Task.BOTH:
+            half = {source: max(1, words // 2), prompts.other_language(source): max(1, words // 2)}
+            texts = {lang: _words(lang, n) for lang, n in half.items()}
+            return prompts.combined_target(source, texts)
+        lang = source if request.task is Task.TRANSCRIBE else prompts.other_language(source)
+        return _words(lang, words)
+
+    backend.decode_answer = in_form
+
+
+def _words(lang: str, count: int) -> str:
+    word = "үг" if lang == "mn" else "word"
+    return " ".join([word] * count) + "."
+
+
+def _count_calls(backend: Any) -> list[int]:
+    """The number of requests of each of ``backend.generate``'s calls, as they happen."""
+    calls: list[int] = []
+    generate = backend.generate
+
+    def counted(requests: Sequence[Any], **kwargs: Any) -> Any:
+        calls.append(len(requests))
+        return generate(requests, **kwargs)
+
+    backend.generate = counted
+    return calls
 
 
 # -------------------------------------------------------------------- the parent
@@ -594,17 +644,23 @@ def print_pipeline_table(results: list[dict[str, Any]]) -> None:
     print(f"media: {p['media']} ({p['duration']:.1f} s, {p['chunks']} chunks)")
     names = list(p["stages"])
     print("\n| setting | " + " | ".join(f"{n} s (CPU)" for n in names)
-          + " | RTF wall | RTF CPU | × baseline (CPU) | peak GiB |")  # fmt: skip
-    print("|---|" + "---:|" * (len(names) + 4))
+          + " | model calls | RTF wall | RTF CPU | × baseline (CPU) | peak GiB |")  # fmt: skip
+    print("|---|" + "---:|" * (len(names) + 5))
     for r in results:
         q = r["pipeline"]
         cells = [f"{q['stages'].get(n, (0, 0))[0]:.1f} ({q['stages'].get(n, (0, 0))[1]:.1f})"
                  for n in names]  # fmt: skip
         rtf_cpu = q["cpu"] / q["duration"]
         print(
-            f"| {r['setting']} | " + " | ".join(cells) + f" | {q['wall'] / q['duration']:.2f} | "
+            f"| {r['setting']} | " + " | ".join(cells) + f" | {_calls(q)} "
+            f"| {q['wall'] / q['duration']:.2f} | "
             f"{rtf_cpu:.2f} | {rtf_cpu / (p['cpu'] / p['duration']):.2f} | {gib(r['peak'])} |"
         )
+
+
+def _calls(figures: dict[str, Any]) -> str:
+    """``8 + 8``: the requests of each backend call."""
+    return " + ".join(str(n) for n in figures.get("calls", [])) or "–"
 
 
 def parent(args: argparse.Namespace) -> None:
@@ -693,8 +749,6 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.mode = "pipeline" if (args.pipeline or args.media is not None) else "model"
     if args.baseline_dtype is None:
         args.baseline_dtype = "bf16-upcast" if args.isa == "avx2" else "auto"
-    if args.mode == "pipeline" and args.random_init and args.source == "auto":
-        parser.error("with --random-init the pipeline needs --source en or mn")
     return args
 
 
