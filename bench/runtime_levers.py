@@ -1,4 +1,4 @@
-"""Two runtime levers of the Gemma 3n backend, each against its own absence, in one
+"""Runtime levers of the Gemma 3n backend, each against its own absence, in one
 process. Prints figures; asserts nothing.
 
 - ``heap``: the allocator after a quantising load (subplug.quant.heap). ``os`` is how a
@@ -16,6 +16,9 @@ process. Prints figures; asserts nothing.
   does: the first request prefills in two passes and keeps the shared prompt prefix
   (decode.PrefixCache), the translation computes only its instruction's tokens. The
   table gives both requests' prefill CPU seconds (decoding is the same either way).
+- ``slices``: the prefill of a batch in one forward (``whole``) or, as the backend does,
+  in column slices of at most ``decode.PREFILL_TOKENS`` prompt ids (``sliced``), which
+  bounds its activations' memory (peak memory: bench/rtf.py, a process per setting).
 
 The model is loaded once, the way ``subplug generate`` loads it (``--model``: a folder
 or cache name; ``--quantize``/``--vocab`` as on the command line), and for each batch
@@ -45,7 +48,12 @@ sys.path.insert(0, str(HERE))
 
 import rtf  # noqa: E402  (bench/rtf.py: speech, requests, machine facts)
 
-VARIANTS = {"heap": ("os", "reuse"), "forwards": ("plain", "lean"), "prefix": ("whole", "kept")}
+VARIANTS = {
+    "heap": ("os", "reuse"),
+    "forwards": ("plain", "lean"),
+    "prefix": ("whole", "kept"),
+    "slices": ("whole", "sliced"),
+}
 
 
 @dataclass
@@ -76,6 +84,15 @@ def _setters(lever: str, model: Any) -> dict[str, Callable[[], None]]:
         return {"os": as_while_loading, "reuse": as_running}
     if lever == "prefix":
         return {"whole": lambda: None, "kept": lambda: None}
+    if lever == "slices":
+        from subplug.backends import decode
+
+        sliced = decode.PREFILL_TOKENS
+
+        def tokens(count: int) -> Callable[[], None]:
+            return lambda: setattr(decode, "PREFILL_TOKENS", count)
+
+        return {"whole": tokens(1 << 30), "sliced": tokens(sliced)}
     from transformers.models.gemma3n import modeling_gemma3n as gemma3n
 
     def plain() -> None:

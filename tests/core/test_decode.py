@@ -223,3 +223,57 @@ def test_a_follow_up_starts_from_its_chunks_prompt_prefix(
     widths.clear()
     run([row(other, translate, key=other.chunk)], kept)
     assert widths == [len(ids)], "a chunk whose prefix is not kept is prefilled whole"
+
+
+@pytest.mark.parametrize(
+    ("rows", "width", "tokens", "widths"),
+    [(1, 217, 512, [217]), (8, 217, 512, [55, 55, 55, 52]), (3, 10, 12, [4, 4, 2]),
+     (600, 5, 512, [1, 1, 1, 1, 1]), (2, 256, 512, [256])],
+)  # fmt: skip
+def test_prompt_slices_cover_the_prompt_within_the_budget(
+    rows: int, width: int, tokens: int, widths: list[int]
+) -> None:
+    parts = decode.prompt_slices(rows, width, tokens)
+    assert [p.stop - p.start for p in parts] == widths
+    assert parts[0].start == 0 and parts[-1].stop == width
+    assert all(a.stop == b.start for a, b in zip(parts, parts[1:], strict=False))
+
+
+def test_a_wide_batch_is_prefilled_in_slices_that_decode_the_same(
+    backend: Any, requests: list[BackendRequest], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Prompts of different lengths (left-padded) and the two-pass prefix path decode
+    the same tokens when the prefill goes through in column slices."""
+    firsts = [
+        BackendRequest(r.chunk, prompts.INSTRUCTIONS[0], prompts.Task.TRANSCRIBE, None, 12)
+        for r in requests
+    ]
+
+    def rows(batch: list[BackendRequest], **kwargs: Any) -> list[decode.DecodeRow]:
+        return [
+            decode.DecodeRow(backend.prompt_ids(r.instruction), backend.audio_tokens(r), 12,
+                             key=r.chunk, **kwargs)
+            for r in batch
+        ]  # fmt: skip
+
+    def run(batch: list[decode.DecodeRow], kept: decode.PrefixCache | None) -> list[list[int]]:
+        with torch.inference_mode():
+            return decode.greedy_decode(
+                backend.model, batch, pad_id=backend.pad_id, stop_ids=[], prefixes=kept
+            )
+
+    mixed = requests + firsts[:1]
+    assert len({len(backend.prompt_ids(r.instruction)) for r in mixed}) > 1
+    whole = run(rows(mixed), None)
+    two_pass = run(rows(firsts, keep_prefix=True), decode.PrefixCache(backend.prefixes().length))
+    tokens = 3 * 7
+    monkeypatch.setattr(decode, "PREFILL_TOKENS", tokens)
+    widths = _prompt_widths(backend, monkeypatch)
+    assert run(rows(mixed), None) == whole
+    width = max(len(backend.prompt_ids(r.instruction)) for r in mixed)
+    assert len(widths) > 1 and sum(widths) == width
+    assert max(widths) * len(mixed) <= tokens or max(widths) == 1
+    widths.clear()
+    kept = decode.PrefixCache(backend.prefixes().length)
+    assert run(rows(firsts, keep_prefix=True), kept) == two_pass
+    assert len(widths) > 2 and max(widths) * len(firsts) <= tokens

@@ -13,6 +13,10 @@ generic one cannot, measured in docs/performance.md:
   will follow) runs its prefill in two passes, the shared prefix and then the rest, and
   keeps the key/value cache of the first pass (:class:`PrefixCache`); the follow-up
   starts from it and computes only its own instruction's tokens.
+- **A wide prefill goes in slices.** On a CPU a batch's prompts go through the model
+  in column slices of at most :data:`PREFILL_TOKENS` ids, each attending to the cache
+  the slices before it filled: the same result, with a batch of 8 prompts' activations
+  a quarter of the size.
 - **Finished rows leave the batch.** A row that has stopped (end of turn, its token
   budget, a repetition loop) is dropped from the batch and its cache, so the others'
   steps cost less.
@@ -38,6 +42,13 @@ import torch
 
 #: Steps between two repetition checks of a row (a loop is caught at most this late).
 LOOP_CHECK_EVERY = 4
+
+#: The most prompt ids (rows × columns) one prefill forward takes on a CPU; a wider
+#: batch's prompts go through in column slices. The forward's activations grow with its
+#: ids (E2B: a batch of 8 prompts held 0.8 GiB at once), its CPU time per id does not
+#: (docs/performance.md). On a GPU a batch's prompts go in one forward, as before
+#: (slices there are unmeasured; the memory estimate counts a whole prefill per item).
+PREFILL_TOKENS = 512
 
 
 @dataclass
@@ -201,6 +212,14 @@ def _logits(model: Any, hidden: torch.Tensor) -> torch.Tensor:
     return logits
 
 
+def prompt_slices(rows: int, width: int, tokens: int) -> list[slice]:
+    """The column slices a prompt forward of ``rows`` × ``width`` ids runs in: as few as
+    keep each at most ``tokens`` ids (one column at least), of even widths."""
+    columns = max(1, tokens // max(1, rows))
+    size = -(-width // -(-width // columns))
+    return [slice(start, min(start + size, width)) for start in range(0, width, size)]
+
+
 def _forward_prompt(
     model: Any,
     ids: torch.Tensor,
@@ -209,17 +228,26 @@ def _forward_prompt(
     positions: torch.Tensor,
     cache: Any,
 ) -> torch.Tensor:
-    """One forward of the language model over prompt ``ids`` (with ``audio``'s soft
-    tokens in their placeholders), filling ``cache``; the last hidden states."""
+    """The language model over prompt ``ids`` (with ``audio``'s soft tokens in their
+    placeholders), filling ``cache``; the last position's hidden states ``[rows, 1,
+    hidden]``. ``mask`` covers what ``cache`` already holds and ``ids``. The ids go
+    through in column slices of at most :data:`PREFILL_TOKENS` on a CPU
+    (:func:`prompt_slices`), each attending to the cache the ones before it filled."""
     embeds, per_layer = _prompt_embeddings(model, ids, audio)
-    return model.model(
-        inputs_embeds=embeds,
-        per_layer_inputs=per_layer,
-        attention_mask=mask,
-        position_ids=positions,
-        cache=cache,
-        use_cache=True,
-    ).last_hidden_state
+    held = mask.shape[1] - ids.shape[1]
+    rows, width = ids.shape
+    budget = PREFILL_TOKENS if ids.device.type == "cpu" else rows * width
+    hidden = embeds
+    for part in prompt_slices(rows, width, budget):
+        hidden = model.model(
+            inputs_embeds=embeds[:, part],
+            per_layer_inputs=per_layer[:, part],
+            attention_mask=mask[:, : held + part.stop],
+            position_ids=positions[:, part],
+            cache=cache,
+            use_cache=True,
+        ).last_hidden_state
+    return hidden[:, -1:]
 
 
 def _prefill(
