@@ -479,6 +479,7 @@ def pipeline_figures(backend: Any, args: argparse.Namespace) -> dict[str, Any]:
         prompts.max_new_tokens_for = held  # type: ignore[assignment]
         _answer_in_form(backend)
     calls = _count_calls(backend)
+    parts = _time_model_parts(backend)
     with tempfile.TemporaryDirectory(prefix="subplug-bench-") as tmp:
         work = Path(tmp)
         media = args.media or make_video(speech_clip_path(), work / "clip.mp4")
@@ -509,6 +510,7 @@ def pipeline_figures(backend: Any, args: argparse.Namespace) -> dict[str, Any]:
         "cpu": marks[-1][2] - started[1],
         "stages": stages,
         "calls": calls,
+        "parts": parts,
     }
 
 
@@ -537,6 +539,46 @@ def _answer_in_form(backend: Any) -> None:
 def _words(lang: str, count: int) -> str:
     word = "үг" if lang == "mn" else "word"
     return " ".join([word] * count) + "."
+
+
+def _time_model_parts(backend: Any) -> dict[str, float]:
+    """CPU seconds of the model work as it happens, by part: the audio encoder (with its
+    features), each batch's prefill (up to its first step) and its decoding steps, and
+    the rows decoded summed over steps."""
+    from subplug.backends import decode
+
+    parts = {"encoder": 0.0, "prefill": 0.0, "decode": 0.0, "row_steps": 0.0}
+    audio_tokens = backend.audio_tokens
+    greedy_decode = decode.greedy_decode
+
+    def timed_audio(request: Any) -> Any:
+        began = time.process_time()
+        out = audio_tokens(request)
+        parts["encoder"] += time.process_time() - began
+        return out
+
+    def timed_decode(model: Any, rows: Any, **kwargs: Any) -> Any:
+        began = time.process_time()
+        first: list[float] = []
+        told = kwargs.get("on_step")
+
+        def on_step(count: int) -> None:
+            if not first:
+                first.append(time.process_time())
+            parts["row_steps"] += count
+            if told is not None:
+                told(count)
+
+        out = greedy_decode(model, rows, **{**kwargs, "on_step": on_step})
+        ended = time.process_time()
+        start = first[0] if first else ended
+        parts["prefill"] += start - began
+        parts["decode"] += ended - start
+        return out
+
+    backend.audio_tokens = timed_audio
+    decode.greedy_decode = timed_decode
+    return parts
 
 
 def _count_calls(backend: Any) -> list[int]:
@@ -656,6 +698,14 @@ def print_pipeline_table(results: list[dict[str, Any]]) -> None:
             f"| {q['wall'] / q['duration']:.2f} | "
             f"{rtf_cpu:.2f} | {rtf_cpu / (p['cpu'] / p['duration']):.2f} | {gib(r['peak'])} |"
         )
+    for r in results:
+        m = r["pipeline"].get("parts")
+        if m:
+            print(
+                f"{r['setting']}: model work {m['encoder']:.1f} CPU s in the audio encoder, "
+                f"{m['prefill']:.1f} in prefills, {m['decode']:.1f} in "
+                f"{m['row_steps']:.0f} row-steps of decoding"
+            )
 
 
 def _calls(figures: dict[str, Any]) -> str:
