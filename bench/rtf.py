@@ -443,6 +443,10 @@ def worker(args: argparse.Namespace) -> None:
     else:
         for batch in args.batch_sizes:
             figures = measure(backend, batch, args.decode_tokens, args.answer_tokens)
+            if backend.quant.bits == 4:  # what the backend does after each batch
+                from subplug.quant import heap
+
+                heap.release_to_os()
             result["rows"].append(asdict(figures))
             print(json.dumps({"progress": asdict(figures)}), flush=True)
         if args.reference is not None:

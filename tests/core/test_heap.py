@@ -123,3 +123,38 @@ def test_a_quantised_load_leaves_the_allocator_reusing_blocks(
         "while loading": [1],
         "loaded": mapped_when_loaded,
     }
+
+
+@pytest.mark.parametrize(("quantize", "trims"), [("int8", 0), ("int4", 2)])
+def test_int4_gives_each_batchs_freed_memory_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, quantize: str, trims: int
+) -> None:
+    """int4, the setting for the least memory, returns a batch's freed blocks to the
+    system before the next batch's encoder and prefill add theirs; int8 keeps them."""
+    pytest.importorskip("torch")
+    import numpy as np
+    from subplug import prompts
+    from subplug.backends import gemma3n
+    from subplug.testing.tiny import build_tiny_model
+    from subplug.types import AudioChunk, BackendOptions, BackendRequest, ChunkSpan
+
+    monkeypatch.setenv("SUBPLUG_HOME", str(tmp_path / "home"))
+    folder = build_tiny_model(tmp_path / "tiny")
+    backend = gemma3n.Gemma3nBackend(
+        BackendOptions(model=str(folder), device="cpu", quantize=quantize, batch_size=1)
+    )
+    calls: list[bool] = []
+    monkeypatch.setattr(gemma3n.heap, "release_to_os", lambda: calls.append(True) or True)
+    task, instruction, source = prompts.first_request("en", ("en",))
+    requests = [
+        BackendRequest(
+            AudioChunk(ChunkSpan(i, 0.0, 1.0, ()), np.zeros(16_000, np.float32)),
+            instruction, task, source, 4,
+        )
+        for i in range(2)
+    ]  # fmt: skip
+    try:
+        assert len(backend.generate(requests)) == 2
+    finally:
+        backend.close()
+    assert len(calls) == trims

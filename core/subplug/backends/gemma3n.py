@@ -196,8 +196,7 @@ class Gemma3nBackend:
                     )
             runtime.apply_compute_policy(model, self.dtype_name)
         model.eval()
-        # Loaded: freed activations come from the heap again, saving page faults on every
-        # request; not for int4, the least-memory setting (+0.55 GiB peak; performance.md).
+        # Loaded: activations reuse freed blocks (no page faults); int4 gives them back.
         if self.quant.bits != 4:
             heap.reuse_freed_blocks()
         self.model = model
@@ -482,6 +481,8 @@ class Gemma3nBackend:
                 prefixes=self.prefixes(),
             )
         tally.finish(sum(max(1, r.max_new_tokens) for r in requests))
+        if self.quant.bits == 4:  # least memory: a batch's freed blocks go back (performance.md)
+            heap.release_to_os()
         return [self.decode_answer(ids, r) for ids, r in zip(generated, requests, strict=True)]
 
     def decode_answer(self, ids: Sequence[int], request: BackendRequest) -> str:
