@@ -242,7 +242,7 @@ def check_speed() -> CheckResult:
     from subplug.quant.probe import probe
 
     found = probe(choice.kernel or "fbgemm")
-    need_gib = 5.6  # int8-trim E2B peak while running, bench/rtf.py (docs/performance.md)
+    need_gib = 5.0  # int8-trim E2B peak while running, bench/rtf.py (docs/performance.md)
     bits = "7-bit weights, no VNNI" if fbgemm_needs_7bit() else "8-bit"
     summary = (
         f"CPU: {choice.name} ({choice.kernel}, {bits}), {found.threads} threads; E2B estimated "
@@ -264,7 +264,7 @@ def check_speed() -> CheckResult:
         return CheckResult(
             WARN,
             summary + f", but only {free / GIB:.1f} GiB is free",
-            "Close other programs, or use --quantize int4 (about 4.4 GiB, slower).",
+            "Close other programs, or use --quantize int4 (about 4 GiB, slower).",
             details=details,
         )
     if found.rtf_batch8 > 1.0:
