@@ -531,9 +531,9 @@ def _answer_in_form(backend: Any) -> None:
         words = max(1, len(ids) // 2)
         source = request.source or "en"
         if request.task is Task.BOTH:
-            half = {source: max(1, words // 2), prompts.other_language(source): max(1, words // 2)}
-            texts = {lang: _words(lang, n) for lang, n in half.items()}
-            return prompts.combined_target(source, texts)
+            each = max(1, words // 2)
+            langs = (source, prompts.other_language(source))
+            return prompts.combined_target(source, {lang: _words(lang, each) for lang in langs})
         lang = source if request.task is Task.TRANSCRIBE else prompts.other_language(source)
         return _words(lang, words)
 
