@@ -38,7 +38,7 @@ needs_espeak = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("quant")
-    base = build_tiny_model(root / "base")
+    base = build_tiny_model(root / "base", per_layer_inputs=True)  # the tables all count
     adapter = build_tiny_adapter(base, root / "adapter")
     return {"base": base, "adapter": adapter, "root": root}
 
@@ -107,6 +107,36 @@ def test_int4_groups_round_trip_and_multiply() -> None:
     assert float((out - expected).norm() / expected.norm()) < 0.02  # bf16 activations
     with pytest.raises(ValueError, match="group"):
         kernels.quantize_int4(weight, 100)
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_an_embedding_table_looks_up_its_quantised_rows(bits: int) -> None:
+    """Each id gives its own row (through the trimmed map), within half a step of the
+    float row, times the embedding scale; a 4-bit table holds half the bytes."""
+    generator = torch.Generator().manual_seed(1)
+    table = torch.randn(40, 64, generator=generator)
+    kept = [0, 1, 2, 7, 9, 30, 31, 55] + list(range(60, 92))
+    table_rows = vocab.row_map(kept, 100)
+    emb = QuantEmbedding(40, 64, bits=bits, group=16, embed_scale=3.0, vocab_size=100)
+    emb.set_rows(0, table[:25])
+    emb.set_rows(25, table[25:])
+    emb.rows = table_rows
+    ids = torch.tensor([[9, 0, 91], [31, 60, 9]])
+    looked_up = emb(ids)
+    assert looked_up.shape == (2, 3, 64)
+    expected = table[table_rows[ids].long()] * 3.0
+    if bits == 8:
+        step = emb.qscale[table_rows[ids].long()].unsqueeze(-1) * 3.0
+        assert emb.qweight.nbytes == 40 * 64
+    else:
+        step = emb.qscale[table_rows[ids].long()].repeat_interleave(16, dim=-1) * 3.0
+        assert emb.qweight.nbytes == 40 * 32 and emb.qscale.shape == (40, 4)
+    assert bool(((looked_up - expected).abs() <= step / 2 + 1e-5).all())
+    assert torch.equal(looked_up[0, 0], looked_up[1, 2]), "the same id, the same row"
+    with pytest.raises(ValueError, match="8 or 4 bits"):
+        QuantEmbedding(4, 64, bits=3)
+    with pytest.raises(ValueError, match="group"):
+        QuantEmbedding(4, 60, bits=4, group=16)
 
 
 def test_fbgemm_needs_7bit_weights_without_vnni(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -241,10 +271,19 @@ def trimmed_pair(tiny: dict[str, Path]) -> tuple[Any, Any, list[int]]:
 # ---------------------------------------------------------- building and loading
 
 
-def test_streamed_quantising_equals_quantising_the_loaded_model(tiny: dict[str, Path]) -> None:
+@pytest.mark.parametrize("bits", [8, 4])
+def test_streamed_quantising_equals_quantising_the_loaded_model(
+    tiny: dict[str, Path], bits: int
+) -> None:
     """Built while reading the files (never the float model whole) or converted after a
-    float load: the same quantised model, to the bit."""
-    spec = convert.QuantSpec(min_params=1024, kept_ids=tuple(range(0, 520, 3)) + (1, 2))
+    float load: the same quantised model, to the bit (4-bit: the per-layer table too)."""
+    spec = convert.QuantSpec(
+        bits=bits,
+        group=32,
+        per_layer_bits=bits,
+        min_params=1024,
+        kept_ids=tuple(range(0, 520, 3)) + (1, 2),
+    )
     streamed = convert.load_quantized(tiny["base"], spec, build=empty_model)
     converted = convert.quantize_loaded(_float_model(tiny["base"]), spec)
     a, b = streamed.state_dict(), converted.state_dict()
@@ -252,7 +291,23 @@ def test_streamed_quantising_equals_quantising_the_loaded_model(tiny: dict[str, 
     for key in a:
         assert torch.equal(a[key], b[key]), key
     assert any(isinstance(m, QuantLinear) for m in streamed.modules())
-    assert isinstance(streamed.model.language_model.embed_tokens_per_layer, QuantEmbedding)
+    per_layer = streamed.model.language_model.embed_tokens_per_layer
+    assert isinstance(per_layer, QuantEmbedding) and per_layer.bits == bits
+    assert streamed.model.language_model.embed_tokens.bits == 8, "the head's table stays int8"
+
+
+def test_the_per_layer_table_counts_in_the_test_model(tiny: dict[str, Path]) -> None:
+    """What the tests here do to the per-layer table shows in the logits (a model built
+    with transformers' zero AltUp output scale would ignore that table)."""
+    model = convert.load_quantized(
+        tiny["base"], convert.QuantSpec(min_params=1024), build=empty_model
+    )
+    ids = torch.tensor([[2, 5, 40, 77, 120, 299]])
+    with torch.inference_mode():
+        before = model(input_ids=ids).logits
+        model.model.language_model.embed_tokens_per_layer.qscale.zero_()
+        after = model(input_ids=ids).logits
+    assert float((before - after).abs().max()) > 0.1
 
 
 def test_a_lora_adapter_is_merged_while_reading_as_peft_merges_it(tiny: dict[str, Path]) -> None:
@@ -297,7 +352,9 @@ def test_adapters_the_streamed_merge_cannot_do_are_refused_for_the_float_path(
 def test_a_saved_quantised_model_loads_to_the_same_outputs(
     tiny: dict[str, Path], tmp_path: Path
 ) -> None:
-    spec = convert.QuantSpec(bits=4, group=32, min_params=1024, kept_ids=tuple(range(300)))
+    spec = convert.QuantSpec(
+        bits=4, group=32, per_layer_bits=4, min_params=1024, kept_ids=tuple(range(300))
+    )
     model = convert.load_quantized(tiny["base"], spec, build=empty_model)
     folder = tmp_path / "saved"
     folder.mkdir()
@@ -313,9 +370,23 @@ def test_a_saved_quantised_model_loads_to_the_same_outputs(
     convert.prepare_kernels(again)
     with pytest.raises(ValueError, match="released"):
         convert.save_quantized(again, tmp_path)
+    # a copy saved before the per-layer table could be 4-bit (format 1) reads as int8
+    old = {**spec.to_json(), "format": 1}
+    del old["per_layer_bits"]
+    assert convert.QuantSpec.from_json(old).per_layer_bits == 8
+    with pytest.raises(ValueError, match="format"):
+        convert.QuantSpec.from_json({**spec.to_json(), "format": 99})
 
 
 # ------------------------------------------------------------------- the choice
+
+
+def test_a_4bit_choice_stores_the_per_layer_table_in_4_bits_too() -> None:
+    kept = vocab.KeptVocabulary(ids=(0, 1, 2), vocab_size=10, reasons={"special": 3})
+    int4 = gemma3n_quant.spec_for(runtime.QuantChoice(4, True, "fbgemm"), kept, params=5 * 10**9)
+    int8 = gemma3n_quant.spec_for(runtime.QuantChoice(8, True, "fbgemm"), kept, params=5 * 10**9)
+    assert (int4.bits, int4.per_layer_bits, int4.group, int4.kept_ids) == (4, 4, 128, (0, 1, 2))
+    assert (int8.bits, int8.per_layer_bits) == (8, 8)
 
 
 def test_auto_quantises_full_size_models_on_the_cpu_only() -> None:
@@ -376,6 +447,9 @@ def test_memory_estimates_know_quantised_and_trimmed_sizes() -> None:
         config, "bf16-upcast", quant=runtime.QuantChoice(4, True, "fbgemm"), kept_tokens=100_000
     )
     assert plain.weight_bytes > int8.weight_bytes > trim.weight_bytes > int4.weight_bytes
+    # int4 halves the linears and also stores the per-layer table in 4-bit groups
+    kept_per_layer = counts.per_layer * 100_000 // config.text_config.vocab_size
+    assert trim.weight_bytes - int4.weight_bytes > counts.linear // 2 + kept_per_layer // 3
     assert trim.quantized == "int8-trim" and plain.quantized == "none"
     with pytest.raises(SubplugError) as error:
         memory.check_fits(int8, "cpu", free=4 * memory.GIB)

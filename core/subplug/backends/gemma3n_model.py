@@ -185,6 +185,8 @@ class ParamCounts:
     """In ``nn.Linear`` layers large enough to quantise (≥ 2**18 weights)."""
     embeddings: int
     """In the token and per-layer embedding tables (indexed by token id)."""
+    per_layer: int
+    """Of those, in the per-layer table (4-bit in a 4-bit model)."""
     vocab_rows: int
     """Rows of those tables together, per token id (hidden + per-layer width): the
     bytes per kept token of a trimmed vocabulary."""
@@ -220,9 +222,13 @@ def estimate_memory(
         params = counts.total
         vocab = config.text_config.vocab_size
         kept = min(vocab, kept_tokens) if quant.trim_vocab and kept_tokens else vocab
-        embeddings = counts.embeddings * kept // vocab
+        per_layer = counts.per_layer * kept // vocab
+        tokens = (counts.embeddings - counts.per_layer) * kept // vocab
+        if quant.bits == 4:  # 4 bits, and a float32 scale and minimum per 128 values
+            per_layer = per_layer * 9 // 16
         head = kept * config.text_config.hidden_size  # the head's packed int8 copy
-        weight_bytes = counts.linear * quant.bits // 8 + embeddings + head + counts.other * 4
+        tables = tokens + per_layer + head
+        weight_bytes = counts.linear * quant.bits // 8 + tables + counts.other * 4
         act_dtype = "float32"
     return MemoryEstimate(
         params=params,
@@ -270,6 +276,7 @@ def count_params_by_kind(config: Any) -> ParamCounts:
     return ParamCounts(
         linear=linear,
         embeddings=embeddings,
+        per_layer=text.embed_tokens_per_layer.weight.numel(),
         vocab_rows=sum(t.embedding_dim for t in tables),
         other=total - linear - embeddings,
     )

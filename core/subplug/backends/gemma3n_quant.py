@@ -79,6 +79,7 @@ def spec_for(choice: QuantChoice, kept: KeptVocabulary | None, *, params: int) -
         bits=choice.bits,
         group=32 if small else 128,
         kept_ids=kept.ids if (choice.trim_vocab and kept is not None) else None,
+        per_layer_bits=4 if choice.bits == 4 else 8,  # the least-memory setting: all 4-bit
         min_params=1 << 10 if small else LARGE_MIN_PARAMS,
         kernel=choice.kernel,
     )

@@ -13,9 +13,11 @@ Two ways in, one result:
 What is quantised (:class:`QuantSpec`): every ``nn.Linear`` with at least
 ``min_params`` weights — the language model's attention and MLP projections, the audio
 encoder's conformer layers — to int8 or 4-bit; the token embeddings (which are also the
-output head) and the per-layer embeddings to int8 rows, trimmed to ``kept_ids`` when a
-trimmed vocabulary is asked for. Everything else (norms, small projections, convolutions)
-stays float32, the compute dtype of a quantised model on the CPU.
+output head) to int8 rows and the per-layer embeddings (E2B's largest table) to int8
+rows, or to 4-bit groups in a 4-bit model (:attr:`QuantSpec.per_layer_bits`), both
+trimmed to ``kept_ids`` when a trimmed vocabulary is asked for. Everything else (norms,
+small projections, convolutions) stays float32, the compute dtype of a quantised model on
+the CPU.
 
 A saved quantised model (``subplug models optimize``) is a folder with the quantised
 ``state_dict`` in ``model.safetensors`` and a ``subplug-quant.json`` describing it
@@ -36,7 +38,6 @@ import torch
 from torch import nn
 
 from subplug.quant import tensorfile
-from subplug.quant.kernels import quantize_int8
 from subplug.quant.modules import QuantEmbedding, QuantLinear
 from subplug.quant.vocab import row_map
 
@@ -44,8 +45,8 @@ log = logging.getLogger(__name__)
 
 #: File describing a saved quantised model.
 SPEC_FILE = "subplug-quant.json"
-#: Version of the saved layout.
-FORMAT_VERSION = 1
+#: Version of the saved layout (2 added ``per_layer_bits``; 1 is read as 8 bits).
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,9 @@ class QuantSpec:
     """Inputs per scale for 4-bit weights."""
     kept_ids: tuple[int, ...] | None = None
     """Token ids kept by a trimmed vocabulary (ascending); ``None``: all."""
+    per_layer_bits: int = 8
+    """The per-layer embedding table: int8 rows (8) or 4-bit groups of ``group`` (4).
+    The token embeddings stay int8 whatever this says: they are also the output head."""
     min_params: int = 1 << 20
     """Linear layers with fewer weights stay float32 (too small to gain)."""
     kernel: str = field(default="fbgemm", compare=False)
@@ -78,13 +82,14 @@ class QuantSpec:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], *, kernel: str = "fbgemm") -> QuantSpec:
-        if data.get("format") != FORMAT_VERSION:
+        if data.get("format") not in (1, FORMAT_VERSION):
             raise ValueError(f"unknown quantised-model format {data.get('format')!r}")
         kept = data.get("kept_ids")
         return cls(
             bits=int(data["bits"]),
             group=int(data["group"]),
             kept_ids=None if kept is None else tuple(int(i) for i in kept),
+            per_layer_bits=int(data.get("per_layer_bits", 8)),
             min_params=int(data["min_params"]),
             kernel=kernel,
         )
@@ -155,11 +160,17 @@ def _kept_rows(spec: QuantSpec, rows: int) -> torch.Tensor | None:
     return torch.tensor([i for i in spec.kept_ids if i < rows], dtype=torch.long)
 
 
-def _new_embedding(old: nn.Embedding, spec: QuantSpec, rows: int) -> QuantEmbedding:
+def _new_embedding(model: nn.Module, name: str, spec: QuantSpec, rows: int) -> QuantEmbedding:
+    """The empty quantised table for embedding ``name`` of ``model`` (``rows`` ids)."""
+    old = model.get_submodule(name)
+    assert isinstance(old, nn.Embedding)
     kept = _kept_rows(spec, rows)
+    bits = spec.per_layer_bits if name == _embedding_names(model)[1] else 8
     return QuantEmbedding(
         rows if kept is None else len(kept),
         old.embedding_dim,
+        bits=bits,
+        group=spec.group,
         embed_scale=float(getattr(old, "scalar_embed_scale", 1.0)),
         vocab_size=None if kept is None else rows,
         device="meta",
@@ -176,20 +187,18 @@ def _fill_embedding(
     the rows of :attr:`QuantSpec.kept_ids` when trimmed: the float table is never whole
     in memory."""
     kept = _kept_rows(spec, rows)
-    values = torch.empty(module.num_rows, module.dim, dtype=torch.int8)
-    scales = torch.empty(module.num_rows, dtype=torch.float32)
+    module.to_empty(device="cpu", recurse=False)
     written = 0
     for first, block in blocks:
         if kept is not None:
             inside = kept[(kept >= first) & (kept < first + block.shape[0])]
             block = block.index_select(0, inside - first)
-        q8 = quantize_int8(block)
-        values[written : written + block.shape[0]] = q8.values
-        scales[written : written + block.shape[0]] = q8.scales
+        if written + block.shape[0] > module.num_rows:
+            raise ValueError(f"embedding table gave too many rows, expected {module.num_rows}")
+        module.set_rows(written, block)
         written += block.shape[0]
     if written != module.num_rows:
         raise ValueError(f"embedding table gave {written} rows, expected {module.num_rows}")
-    module.qweight, module.qscale = values, scales
     if kept is not None:
         module.rows = row_map(kept.tolist(), rows)
 
@@ -264,7 +273,7 @@ def quantize_loaded(model: nn.Module, spec: QuantSpec) -> nn.Module:
         for name, rows in plan.embeddings.items():
             old_embedding = model.get_submodule(name)
             assert isinstance(old_embedding, nn.Embedding)
-            new_embedding = _new_embedding(old_embedding, spec, rows)
+            new_embedding = _new_embedding(model, name, spec, rows)
             _fill_embedding(new_embedding, _tensor_blocks(old_embedding.weight), rows, spec)
             _set_module(model, name, new_embedding)
         if plan.head is not None:
@@ -384,9 +393,7 @@ def _put_quantised_modules(model: nn.Module, plan: _Plan, spec: QuantSpec) -> No
     for name in plan.linears:
         _set_module(model, name, _quant_linear_like(model.get_submodule(name), spec))
     for name, rows in plan.embeddings.items():
-        old_embedding = model.get_submodule(name)
-        assert isinstance(old_embedding, nn.Embedding)
-        _set_module(model, name, _new_embedding(old_embedding, spec, rows))
+        _set_module(model, name, _new_embedding(model, name, spec, rows))
     if plan.head is not None:
         model.lm_head = nn.Identity()
 

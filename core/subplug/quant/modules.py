@@ -175,45 +175,76 @@ def _with_bias(
 
 
 class QuantEmbedding(nn.Module):
-    """An embedding table of ``num_rows`` rows stored as int8 with one scale per row,
-    multiplied by ``embed_scale`` on lookup (Gemma's scaled embeddings). With
-    ``vocab_size`` given, the table is trimmed: a ``rows`` buffer maps each of
-    ``vocab_size`` token ids to its row."""
+    """An embedding table of ``num_rows`` rows stored as int8 with one scale per row
+    (``bits=8``), or as 4-bit values in groups of ``group`` with a scale and a minimum
+    per group (``bits=4``), multiplied by ``embed_scale`` on lookup (Gemma's scaled
+    embeddings). With ``vocab_size`` given, the table is trimmed: a ``rows`` buffer maps
+    each of ``vocab_size`` token ids to its row."""
 
     rows: torch.Tensor | None
+    qmin: torch.Tensor | None
 
     def __init__(
         self,
         num_rows: int,
         dim: int,
         *,
+        bits: int = 8,
+        group: int = 128,
         embed_scale: float = 1.0,
         vocab_size: int | None = None,
         device: Any = None,
     ) -> None:
         super().__init__()
+        if bits not in (4, 8):
+            raise ValueError(f"an embedding table is stored in 8 or 4 bits, not {bits}")
+        if bits == 4 and dim % group:
+            raise ValueError(f"embedding width {dim} does not divide by the group size {group}")
         self.num_rows = num_rows
         self.dim = dim
+        self.bits = bits
+        self.group = group
         self.embed_scale = float(embed_scale)
-        self.register_buffer("qweight", torch.empty(num_rows, dim, dtype=torch.int8, device=device))
-        self.register_buffer("qscale", torch.empty(num_rows, dtype=torch.float32, device=device))
+        if bits == 8:
+            values = torch.empty(num_rows, dim, dtype=torch.int8, device=device)
+            scales = torch.empty(num_rows, dtype=torch.float32, device=device)
+            self.register_buffer("qweight", values)
+            self.register_buffer("qscale", scales)
+            self.qmin = None
+        else:
+            groups = (num_rows, dim // group)
+            values = torch.empty(num_rows, dim // 2, dtype=torch.uint8, device=device)
+            self.register_buffer("qweight", values)
+            self.register_buffer("qscale", torch.empty(groups, dtype=torch.float32, device=device))
+            self.register_buffer("qmin", torch.empty(groups, dtype=torch.float32, device=device))
         if vocab_size is not None:
             self.register_buffer("rows", torch.zeros(vocab_size, dtype=torch.int32, device=device))
         else:
             self.rows = None
 
-    def load_table(self, table: torch.Tensor, rows: torch.Tensor | None = None) -> None:
-        """Set the table from float rows (already trimmed) and the id → row map."""
-        q8 = qk.quantize_int8(table)
-        self.qweight, self.qscale = q8.values, q8.scales
-        if rows is not None:
-            self.rows = rows.to(torch.int32)
+    def set_rows(self, first: int, table: torch.Tensor) -> None:
+        """Quantise float rows ``table`` into rows ``first…`` of this table."""
+        end = first + table.shape[0]
+        if self.bits == 8:
+            q8 = qk.quantize_int8(table)
+            self.qweight[first:end], self.qscale[first:end] = q8.values, q8.scales
+            return
+        assert self.qmin is not None
+        q4 = qk.quantize_int4(table, self.group)
+        self.qweight[first:end], self.qscale[first:end] = q4.values, q4.scales
+        self.qmin[first:end] = q4.minimums
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         ids = input_ids if self.rows is None else self.rows[input_ids].long()
-        scale = self.qscale[ids].mul_(self.embed_scale)
-        return self.qweight[ids].float().mul_(scale.unsqueeze(-1))
+        if self.bits == 8:
+            scale = self.qscale[ids].mul_(self.embed_scale)
+            return self.qweight[ids].float().mul_(scale.unsqueeze(-1))
+        assert self.qmin is not None
+        flat = ids.reshape(-1)
+        rows = qk.Int4Weights(self.qweight[flat], self.qscale[flat], self.qmin[flat], self.group)
+        return qk.dequantize_int4(rows).mul_(self.embed_scale).reshape(*ids.shape, self.dim)
 
     def extra_repr(self) -> str:
         trimmed = "" if self.rows is None else f", trimmed from {self.rows.shape[0]} ids"
-        return f"{self.num_rows} x {self.dim}, int8{trimmed}"
+        kind = "int8" if self.bits == 8 else f"4-bit in groups of {self.group}"
+        return f"{self.num_rows} x {self.dim}, {kind}{trimmed}"

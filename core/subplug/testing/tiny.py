@@ -280,6 +280,7 @@ def build_tiny_model(
     *,
     seed: int = 0,
     initializer_range: float = 0.2,
+    per_layer_inputs: bool = False,
 ) -> Path:
     """Build a tiny random Gemma 3n with a real processor into ``dest`` and return it.
 
@@ -287,6 +288,13 @@ def build_tiny_model(
     tower weights, like subplug's loading); everything else is the real architecture.
     ``initializer_range`` sets the spread of the random weights: the default gives
     decisive (non-tied) logits, so greedy outputs are stable across batch layouts.
+
+    transformers starts each layer's AltUp output scale at zero, which leaves the
+    per-layer inputs — and the per-layer embedding table — without any effect on the
+    output (a trained model's scale is not zero). ``per_layer_inputs`` gives the scale
+    random values so that path counts, for tests of what is done to that table; it is
+    off by default because it changes the random model's answers, which other tests'
+    expectations were drawn from.
     """
     import torch
     from transformers import GenerationConfig
@@ -298,6 +306,10 @@ def build_tiny_model(
     config = tiny_config(initializer_range=initializer_range)
     torch.manual_seed(seed)
     model = audio_only_model_class()(config)
+    if per_layer_inputs:
+        with torch.no_grad():
+            for layer in model.model.language_model.layers:
+                layer.altup.correct_output_scale.uniform_(0.5, 1.0)
     model.eval()
     model.generation_config = GenerationConfig(
         bos_token_id=2,
