@@ -181,8 +181,10 @@ class QuantEmbedding(nn.Module):
     embeddings). With ``vocab_size`` given, the table is trimmed: a ``rows`` buffer maps
     each of ``vocab_size`` token ids to its row."""
 
-    rows: torch.Tensor | None
+    qweight: torch.Tensor
+    qscale: torch.Tensor
     qmin: torch.Tensor | None
+    rows: torch.Tensor | None
 
     def __init__(
         self,
