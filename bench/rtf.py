@@ -443,7 +443,7 @@ def worker(args: argparse.Namespace) -> None:
     else:
         for batch in args.batch_sizes:
             figures = measure(backend, batch, args.decode_tokens, args.answer_tokens)
-            if backend.quant.bits == 4:  # what the backend does after each batch
+            if backend.quant.least_memory:  # what the backend does after each batch
                 from subplug.quant import heap
 
                 heap.release_to_os()

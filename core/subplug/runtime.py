@@ -364,6 +364,13 @@ class QuantChoice:
             return "none"
         return f"int{self.bits}" + ("-trim" if self.trim_vocab else "")
 
+    @property
+    def least_memory(self) -> bool:
+        """int4, the setting for the least memory: besides its 4-bit tables, the backend
+        gives freed memory back to the system after each batch instead of keeping it
+        for reuse (faster, but a higher peak: docs/performance.md)."""
+        return self.bits == 4
+
 
 def choose_quantize(
     spec: str,

@@ -197,7 +197,7 @@ class Gemma3nBackend:
             runtime.apply_compute_policy(model, self.dtype_name)
         model.eval()
         # Loaded: activations reuse freed blocks (no page faults); int4 gives them back.
-        if self.quant.bits != 4:
+        if not self.quant.least_memory:
             heap.reuse_freed_blocks()
         self.model = model
         self.kept_tokens = (
@@ -481,7 +481,7 @@ class Gemma3nBackend:
                 prefixes=self.prefixes(),
             )
         tally.finish(sum(max(1, r.max_new_tokens) for r in requests))
-        if self.quant.bits == 4:  # least memory: a batch's freed blocks go back (performance.md)
+        if self.quant.least_memory:  # a batch's freed blocks go back to the system
             heap.release_to_os()
         return [self.decode_answer(ids, r) for ids, r in zip(generated, requests, strict=True)]
 

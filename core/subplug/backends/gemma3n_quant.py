@@ -69,7 +69,8 @@ def spec_for(choice: QuantChoice, kept: KeptVocabulary | None, *, params: int) -
     of ``params`` parameters: in a full-size model, layers under 2**18 weights stay
     float and 4-bit groups are 128 wide; a small model (asked for explicitly: ``auto``
     never quantises one) has every layer of 1024 weights or more quantised, in groups
-    of 32, so its quantised path is the real one at toy size."""
+    of 32, so its quantised path is the real one at toy size. int4 (the least-memory
+    setting) stores the per-layer embedding table in 4-bit groups as well."""
     from subplug.quant.convert import QuantSpec
     from subplug.runtime import SMALL_MODEL_PARAMS
 
@@ -79,7 +80,7 @@ def spec_for(choice: QuantChoice, kept: KeptVocabulary | None, *, params: int) -
         bits=choice.bits,
         group=32 if small else 128,
         kept_ids=kept.ids if (choice.trim_vocab and kept is not None) else None,
-        per_layer_bits=4 if choice.bits == 4 else 8,  # the least-memory setting: all 4-bit
+        per_layer_bits=4 if choice.least_memory else 8,
         min_params=1 << 10 if small else LARGE_MIN_PARAMS,
         kernel=choice.kernel,
     )
