@@ -125,7 +125,7 @@ def check_fits(estimate: MemoryEstimate, device: str, free: int | None = None) -
             hint += ", halve the weights' size with --dtype bf16-upcast,"
         hint += " or store the weights as integers with --quantize int8 (or int4)"
     elif estimate.quantized.startswith("int8"):
-        hint += ", or use --quantize int4 (about half the memory of int8)"
+        hint += ", or use --quantize int4 (about two thirds of int8's memory)"
     raise SubplugError(
         "not-enough-memory",
         f"The model needs about {need / GIB:.1f} GiB of {where} "

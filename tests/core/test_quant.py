@@ -133,6 +133,7 @@ def test_an_embedding_table_looks_up_its_quantised_rows(bits: int) -> None:
         assert emb.qweight.nbytes == 40 * 32 and emb.qscale.shape == (40, 4)
     assert bool(((looked_up - expected).abs() <= step / 2 + 1e-5).all())
     assert torch.equal(looked_up[0, 0], looked_up[1, 2]), "the same id, the same row"
+    assert emb(torch.empty(1, 0, dtype=torch.long)).shape == (1, 0, 64)
     with pytest.raises(ValueError, match="8 or 4 bits"):
         QuantEmbedding(4, 64, bits=3)
     with pytest.raises(ValueError, match="group"):
@@ -535,6 +536,40 @@ def test_models_optimize_makes_a_copy_that_lists_verifies_exports_and_imports(
     assert main(["models", "optimize", "tiny-en-mn-int4-trim"]) == 2
     err = capsys.readouterr().err
     assert "already in the cache" in err and "already a quantised copy" in err
+
+
+def test_an_older_int4_copy_still_loads_and_says_how_to_remake_it(
+    cached: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An int4 copy saved before the per-layer table could be 4-bit (the format-1 layout,
+    an int8 table) loads as it is, with a warning that names the command remaking it;
+    remade, it has the 4-bit table and loads without one."""
+    import dataclasses
+
+    made = gemma3n_optimize.spec_for
+
+    def as_before(*args: Any, **kwargs: Any) -> convert.QuantSpec:
+        return dataclasses.replace(made(*args, **kwargs), per_layer_bits=8)
+
+    monkeypatch.setattr(gemma3n_optimize, "spec_for", as_before)
+    assert main(["models", "optimize", "tiny-en-mn", "--quantize", "int4"]) == 0
+    folder = cache.resolve_model("tiny-en-mn-int4-trim").path
+    assert json.loads((folder / convert.SPEC_FILE).read_text())["format"] == 1
+    options = BackendOptions(model="tiny-en-mn", device="cpu", quantize="int4")
+    with caplog.at_level("WARNING"):
+        old = Gemma3nBackend(options)
+    assert old.describe()["quantized_from"] == "saved copy tiny-en-mn-int4-trim"
+    assert old.model.model.language_model.embed_tokens_per_layer.bits == 8
+    assert "optimize tiny-en-mn --quantize int4 --force" in caplog.text
+    old.close()
+    monkeypatch.setattr(gemma3n_optimize, "spec_for", made)
+    assert main(["models", "optimize", "tiny-en-mn", "--quantize", "int4", "--force"]) == 0
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        new = Gemma3nBackend(options)
+    assert new.model.model.language_model.embed_tokens_per_layer.bits == 4
+    assert "--force" not in caplog.text
+    new.close()
 
 
 def test_a_copy_of_other_weights_is_not_used(cached: Path, tiny: dict[str, Path]) -> None:

@@ -224,7 +224,7 @@ def estimate_memory(
         kept = min(vocab, kept_tokens) if quant.trim_vocab and kept_tokens else vocab
         per_layer = counts.per_layer * kept // vocab
         tokens = (counts.embeddings - counts.per_layer) * kept // vocab
-        if quant.bits == 4:  # 4 bits, and a float32 scale and minimum per 128 values
+        if quant.least_memory:  # 4 bits, and a float32 scale and minimum per 128 values
             per_layer = per_layer * 9 // 16
         head = kept * config.text_config.hidden_size  # the head's packed int8 copy
         tables = tokens + per_layer + head

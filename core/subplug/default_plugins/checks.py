@@ -264,7 +264,7 @@ def check_speed() -> CheckResult:
         return CheckResult(
             WARN,
             summary + f", but only {free / GIB:.1f} GiB is free",
-            "Close other programs, or use --quantize int4 (about 4 GiB, slower).",
+            "Close other programs, or use --quantize int4 (about 3.6 GiB, slower).",
             details=details,
         )
     if found.rtf_batch8 > 1.0:

@@ -78,6 +78,9 @@ class QuantSpec:
         data.pop("kernel")
         data["kept_ids"] = None if self.kept_ids is None else list(self.kept_ids)
         data["format"] = FORMAT_VERSION
+        if self.per_layer_bits == 8:  # the format-1 layout: older subplugs read it too
+            data.pop("per_layer_bits")
+            data["format"] = 1
         return data
 
     @classmethod

@@ -109,14 +109,21 @@ def quantize_int4(weight: torch.Tensor, group: int = 128) -> Int4Weights:
     out, inputs = weight.shape
     if inputs % group:
         raise ValueError(f"in features {inputs} do not divide by the group size {group}")
-    w = weight.float().reshape(out, inputs // group, group)
-    low = w.amin(dim=2)
-    high = w.amax(dim=2)
-    scales = ((high - low) / 15.0).clamp(min=1e-12)
-    q = torch.round((w - low[..., None]) / scales[..., None]).clamp_(0, 15).to(torch.uint8)
-    q = q.reshape(out, inputs)
-    packed = (q[:, 0::2] | (q[:, 1::2] << 4)).contiguous()
-    return Int4Weights(packed, scales.contiguous(), low.contiguous(), group)
+    packed = torch.empty(out, inputs // 2, dtype=torch.uint8)
+    scales = torch.empty(out, inputs // group, dtype=torch.float32)
+    minimums = torch.empty(out, inputs // group, dtype=torch.float32)
+    block = _row_blocks(out, inputs).step
+    for start in range(0, out, block):
+        w = weight[start : start + block].float()
+        end = start + w.shape[0]
+        w = w.reshape(w.shape[0], inputs // group, group)
+        low = w.amin(dim=2)
+        step = (w.amax(dim=2) - low).div_(15.0).clamp_(min=1e-12)
+        w = w.sub(low[..., None]).div_(step[..., None]).round_().clamp_(0, 15)
+        q = w.to(torch.uint8).reshape(end - start, inputs)
+        packed[start:end] = q[:, 0::2] | (q[:, 1::2] << 4)
+        scales[start:end], minimums[start:end] = step, low
+    return Int4Weights(packed, scales, minimums, group)
 
 
 def unpack_int4(weights: Int4Weights) -> torch.Tensor:
@@ -125,7 +132,8 @@ def unpack_int4(weights: Int4Weights) -> torch.Tensor:
 
     low = weights.values & 0x0F
     high = weights.values >> 4
-    return torch.stack((low, high), dim=2).reshape(weights.values.shape[0], -1)
+    rows, half = weights.values.shape
+    return torch.stack((low, high), dim=2).reshape(rows, 2 * half)
 
 
 def dequantize_int4(weights: Int4Weights) -> torch.Tensor:
@@ -133,8 +141,8 @@ def dequantize_int4(weights: Int4Weights) -> torch.Tensor:
     q = unpack_int4(weights).float()
     out, inputs = q.shape
     q = q.reshape(out, inputs // weights.group, weights.group)
-    w = q * weights.scales[..., None] + weights.minimums[..., None]
-    return w.reshape(out, inputs)
+    q.mul_(weights.scales[..., None]).add_(weights.minimums[..., None])
+    return q.reshape(out, inputs)
 
 
 def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:

@@ -243,8 +243,8 @@ class QuantEmbedding(nn.Module):
             return self.qweight[ids].float().mul_(scale.unsqueeze(-1))
         assert self.qmin is not None
         flat = ids.reshape(-1)
-        rows = qk.Int4Weights(self.qweight[flat], self.qscale[flat], self.qmin[flat], self.group)
-        return qk.dequantize_int4(rows).mul_(self.embed_scale).reshape(*ids.shape, self.dim)
+        picked = qk.Int4Weights(self.qweight[flat], self.qscale[flat], self.qmin[flat], self.group)
+        return qk.dequantize_int4(picked).mul_(self.embed_scale).reshape(*ids.shape, self.dim)
 
     def extra_repr(self) -> str:
         trimmed = "" if self.rows is None else f", trimmed from {self.rows.shape[0]} ids"
