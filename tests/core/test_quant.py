@@ -507,6 +507,7 @@ def test_models_optimize_makes_a_copy_that_lists_verifies_exports_and_imports(
     assert main(["models", "optimize", "tiny-en-mn", "--quantize", "int4"]) == 0
     out = capsys.readouterr().out
     assert "Made tiny-en-mn-int4-trim from tiny-en-mn" in out and "tokens kept" in out
+    assert "--model tiny-en-mn --quantize int4` loads it" in " ".join(out.split())
     entries = {e.name: e for e in cache.list_models()}
     copy = entries["tiny-en-mn-int4-trim"]
     assert copy.kind == "full" and copy.derived is not None

@@ -295,7 +295,13 @@ def _optimize(args: argparse.Namespace) -> int:
                 "`generate --quantize auto` will not use this copy; --quantize "
                 f"{args.quantize} still can."
             )
-    out.print(f"`subplug generate` on a CPU now loads it when you use {escape(name)}.")
+    if args.quantize == "int8":
+        out.print(f"`subplug generate` on a CPU now loads it when you use {escape(name)}.")
+    else:  # auto picks int8: the int4 copy is for asking
+        out.print(
+            f"`subplug generate --model {escape(name)} --quantize {args.quantize}` loads it "
+            "(`--quantize auto` uses int8, which is faster)."
+        )
     return 0
 
 
