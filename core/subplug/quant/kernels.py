@@ -87,8 +87,9 @@ def quantize_int8(weight: torch.Tensor) -> Int8Weights:
     out, inputs = weight.shape
     values = torch.empty(out, inputs, dtype=torch.int8)
     scales = torch.empty(out, dtype=torch.float32)
-    for start in _row_blocks(out, inputs):
-        w = weight[start : start + BLOCK_ELEMENTS // max(1, inputs)].float()
+    blocks = _row_blocks(out, inputs)
+    for start in blocks:
+        w = weight[start : start + blocks.step].float()
         block_scales = w.abs().amax(dim=1).clamp_(min=1e-12).div_(127.0)
         end = start + w.shape[0]
         values[start:end] = torch.round(w / block_scales[:, None]).clamp_(-127, 127)
@@ -112,9 +113,9 @@ def quantize_int4(weight: torch.Tensor, group: int = 128) -> Int4Weights:
     packed = torch.empty(out, inputs // 2, dtype=torch.uint8)
     scales = torch.empty(out, inputs // group, dtype=torch.float32)
     minimums = torch.empty(out, inputs // group, dtype=torch.float32)
-    block = _row_blocks(out, inputs).step
-    for start in range(0, out, block):
-        w = weight[start : start + block].float()
+    blocks = _row_blocks(out, inputs)
+    for start in blocks:
+        w = weight[start : start + blocks.step].float()
         end = start + w.shape[0]
         w = w.reshape(w.shape[0], inputs // group, group)
         low = w.amin(dim=2)
